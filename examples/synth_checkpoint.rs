@@ -1,0 +1,348 @@
+//! Synthetic FLUX.1 checkpoint generator.
+//!
+//! Writes a random, FLUX-shaped transformer checkpoint in the original Black Forest Labs (BFL)
+//! tensor naming (`double_blocks.N.img_attn.qkv.weight`, ...) as one `.safetensors` file, at any
+//! width and depth. It exists so the compiler can be tested and benchmarked at full scale without
+//! downloading real weights.
+//!
+//! ```text
+//! cargo run --release --example synth_checkpoint -- --hidden 3072 --heads 24 --double 10 --single 19 -o big.safetensors
+//! ```
+//!
+//! The file is streamed: the header is written first (every size is known up front), then each
+//! tensor is generated chunk by chunk and handed to a writer thread, so a 12 GB checkpoint needs
+//! only a few MiB of memory. Values come from a self-contained PRNG seeded by `--seed` and the
+//! tensor name, so the same flags always give a byte-identical file, and the values do not depend
+//! on `--prefix` or on the order tensors are generated in.
+
+use std::error::Error;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread;
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+use half::{bf16, f16};
+use serde_json::{Map, Value, json};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DType {
+    Bf16,
+    F16,
+    F32,
+}
+
+impl DType {
+    /// The safetensors dtype tag and the bytes per element.
+    fn tag_size(self) -> (&'static str, u64) {
+        match self {
+            DType::Bf16 => ("BF16", 2),
+            DType::F16 => ("F16", 2),
+            DType::F32 => ("F32", 4),
+        }
+    }
+}
+
+/// Generate a random FLUX.1 transformer checkpoint (BFL naming) as one .safetensors file.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Output path; written to a temporary name in the same folder, then renamed.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Hidden size (model width).
+    #[arg(long, default_value_t = 3072)]
+    hidden: u64,
+    /// Attention heads; must divide --hidden.
+    #[arg(long, default_value_t = 24)]
+    heads: u64,
+    /// MLP width as a multiple of --hidden.
+    #[arg(long, default_value_t = 4.0)]
+    mlp_ratio: f64,
+    /// Number of double-stream blocks.
+    #[arg(long, default_value_t = 19)]
+    double: u64,
+    /// Number of single-stream blocks.
+    #[arg(long, default_value_t = 38)]
+    single: u64,
+    /// Latent channels per packed image token.
+    #[arg(long, default_value_t = 64)]
+    in_channels: u64,
+    /// Text-encoder (T5) feature size.
+    #[arg(long, default_value_t = 4096)]
+    context: u64,
+    /// Pooled text (CLIP) vector size.
+    #[arg(long, default_value_t = 768)]
+    pooled: u64,
+    /// Omit the guidance embedder (FLUX.1-schnell style).
+    #[arg(long)]
+    no_guidance: bool,
+    /// Storage dtype of every tensor.
+    #[arg(long, value_enum, default_value_t = DType::Bf16)]
+    dtype: DType,
+    /// String prepended to every tensor name, e.g. `model.diffusion_model.` for ComfyUI.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// PRNG seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+struct Spec {
+    /// Name without `--prefix`; the PRNG is seeded from this so values ignore the prefix.
+    name: String,
+    shape: Vec<u64>,
+    /// Values are drawn as mean + std · N(0, 1) (approximately; see `Rng::normal`).
+    mean: f32,
+    std: f32,
+}
+
+impl Spec {
+    fn new(name: String, shape: &[u64], mean: f32, std: f32) -> Self {
+        Spec {
+            name,
+            shape: shape.to_vec(),
+            mean,
+            std,
+        }
+    }
+
+    fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// The full BFL tensor list for the given flags, sorted by name like the safetensors library.
+fn tensor_list(a: &Args) -> Vec<Spec> {
+    let (h, c) = (a.hidden, a.in_channels);
+    let hd = h / a.heads;
+    // Python's int(hidden * mlp_ratio), as in the reference implementation.
+    let m = (h as f64 * a.mlp_ratio) as u64;
+    let mut v = Vec::new();
+    // Weights N(0, 1/fan_in) keep activations near unit scale layer after layer; biases N(0, 0.02²)
+    // stay small next to the matmul; RMSNorm scales 1 + N(0, 0.05²) are near identity.
+    let linear = |v: &mut Vec<Spec>, name: String, out: u64, fan_in: u64| {
+        let std = 1.0 / (fan_in as f32).sqrt();
+        v.push(Spec::new(
+            format!("{name}.weight"),
+            &[out, fan_in],
+            0.0,
+            std,
+        ));
+        v.push(Spec::new(format!("{name}.bias"), &[out], 0.0, 0.02));
+    };
+    let scale = |v: &mut Vec<Spec>, name: String| v.push(Spec::new(name, &[hd], 1.0, 0.05));
+
+    linear(&mut v, "img_in".into(), h, c);
+    linear(&mut v, "txt_in".into(), h, a.context);
+    // 256 = size of the sinusoidal timestep/guidance embedding.
+    let mut embedders = vec![("time_in", 256), ("vector_in", a.pooled)];
+    if !a.no_guidance {
+        embedders.push(("guidance_in", 256));
+    }
+    for (e, fan_in) in embedders {
+        linear(&mut v, format!("{e}.in_layer"), h, fan_in);
+        linear(&mut v, format!("{e}.out_layer"), h, h);
+    }
+    for i in 0..a.double {
+        for s in ["img", "txt"] {
+            let p = format!("double_blocks.{i}.{s}");
+            linear(&mut v, format!("{p}_mod.lin"), 6 * h, h);
+            linear(&mut v, format!("{p}_attn.qkv"), 3 * h, h);
+            scale(&mut v, format!("{p}_attn.norm.query_norm.scale"));
+            scale(&mut v, format!("{p}_attn.norm.key_norm.scale"));
+            linear(&mut v, format!("{p}_attn.proj"), h, h);
+            linear(&mut v, format!("{p}_mlp.0"), m, h);
+            linear(&mut v, format!("{p}_mlp.2"), h, m);
+        }
+    }
+    for i in 0..a.single {
+        let p = format!("single_blocks.{i}");
+        linear(&mut v, format!("{p}.modulation.lin"), 3 * h, h);
+        linear(&mut v, format!("{p}.linear1"), 3 * h + m, h);
+        linear(&mut v, format!("{p}.linear2"), h, h + m);
+        scale(&mut v, format!("{p}.norm.query_norm.scale"));
+        scale(&mut v, format!("{p}.norm.key_norm.scale"));
+    }
+    linear(&mut v, "final_layer.adaLN_modulation.1".into(), 2 * h, h);
+    linear(&mut v, "final_layer.linear".into(), c, h);
+
+    // A common prefix does not change the order, so sorting the bare names is enough.
+    v.sort_by(|x, y| x.name.cmp(&y.name));
+    v
+}
+
+/// splitmix64 finalizer: turns (seed, name hash) into a well-mixed per-tensor PRNG state.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a, so each tensor's stream depends only on its own name, not on generation order.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// wyrand: one 64×64→128 multiply per output, fast enough that disk is the bottleneck.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
+        (t >> 64) as u64 ^ t as u64
+    }
+
+    /// Approximate N(0, 1): sum of the four 16-bit lanes of one draw (Irwin–Hall, n = 4),
+    /// centred and scaled to unit variance. Bounded at ±3.46σ, which is fine for test weights
+    /// and keeps a forward pass free of outliers.
+    fn normal(&mut self) -> f32 {
+        let r = self.next_u64();
+        let s = (r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48);
+        // Each lane is uniform on 0..65536: mean 32767.5, variance ≈ 65536²/12.
+        (s as f32 - 131_070.0) * (3f32.sqrt() / 65_536.0)
+    }
+}
+
+/// Elements per chunk: 1 Mi = 2–4 MiB. At most a few chunks are alive at once, whatever the size.
+const CHUNK: u64 = 1 << 20;
+
+/// Fills `buf` with encoded samples; monomorphised per dtype so the hot loop has no branches.
+fn fill<const N: usize>(buf: &mut [u8], mut x: impl FnMut() -> f32, enc: impl Fn(f32) -> [u8; N]) {
+    for out in buf.chunks_exact_mut(N) {
+        out.copy_from_slice(&enc(x()));
+    }
+}
+
+/// Generates one tensor chunk by chunk, reusing buffers from `free` and sending them to `out`.
+/// Returns false if the writer thread has stopped (it failed; the error comes from its join).
+fn gen_tensor(s: &Spec, a: &Args, free: &Receiver<Vec<u8>>, out: &SyncSender<Vec<u8>>) -> bool {
+    let mut rng = Rng(mix64(a.seed ^ fnv1a(&s.name)));
+    let mut left = s.numel();
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let mut buf = free.try_recv().unwrap_or_default();
+        buf.resize((n * a.dtype.tag_size().1) as usize, 0);
+        let sample = || s.mean + s.std * rng.normal();
+        match a.dtype {
+            DType::Bf16 => fill(&mut buf, sample, |x| bf16::from_f32(x).to_le_bytes()),
+            DType::F16 => fill(&mut buf, sample, |x| f16::from_f32(x).to_le_bytes()),
+            DType::F32 => fill(&mut buf, sample, f32::to_le_bytes),
+        }
+        if out.send(buf).is_err() {
+            return false;
+        }
+        left -= n;
+    }
+    true
+}
+
+/// Header JSON padded with spaces so the data section starts 8-byte aligned.
+fn header(a: &Args, specs: &[Spec]) -> Result<(String, u64), serde_json::Error> {
+    let (tag, size) = a.dtype.tag_size();
+    let meta = json!({
+        "format": "pt",
+        "generator": "fastflux synth_checkpoint",
+        "hidden": a.hidden.to_string(),
+        "heads": a.heads.to_string(),
+        "mlp_ratio": a.mlp_ratio.to_string(),
+        "double": a.double.to_string(),
+        "single": a.single.to_string(),
+        "in_channels": a.in_channels.to_string(),
+        "context": a.context.to_string(),
+        "pooled": a.pooled.to_string(),
+        "guidance": (!a.no_guidance).to_string(),
+        "dtype": tag.to_lowercase(),
+        "prefix": a.prefix,
+        "seed": a.seed.to_string(),
+    });
+    let mut map = Map::new();
+    map.insert("__metadata__".into(), meta);
+    let mut offset = 0;
+    for s in specs {
+        let end = offset + s.numel() * size;
+        let entry = json!({"dtype": tag, "shape": s.shape, "data_offsets": [offset, end]});
+        map.insert(format!("{}{}", a.prefix, s.name), entry);
+        offset = end;
+    }
+    let mut text = serde_json::to_string(&Value::Object(map))?;
+    while !(8 + text.len()).is_multiple_of(8) {
+        text.push(' ');
+    }
+    Ok((text, offset))
+}
+
+/// Writes the whole checkpoint to `path`, then renames it to `--output`.
+fn write_file(path: &Path, a: &Args, specs: &[Spec]) -> Result<u64, Box<dyn Error>> {
+    let (head, data_len) = header(a, specs)?;
+    // Smaller than a chunk, so whole chunks skip the copy while biases and norms get batched.
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    w.write_all(&(head.len() as u64).to_le_bytes())?;
+    w.write_all(head.as_bytes())?;
+    // A second thread does the write() calls, so time blocked in the kernel (page-cache copies,
+    // dirty-page throttling) overlaps with generating the next chunk instead of adding to it.
+    let (out, chunks) = mpsc::sync_channel::<Vec<u8>>(2);
+    let (recycle, free) = mpsc::channel();
+    let writer = thread::spawn(move || -> io::Result<File> {
+        for buf in chunks {
+            w.write_all(&buf)?;
+            recycle.send(buf).ok();
+        }
+        w.into_inner().map_err(|e| e.into_error())
+    });
+    specs.iter().all(|s| gen_tensor(s, a, &free, &out)); // stops early if the writer failed
+    drop(out);
+    let file = writer.join().expect("writer thread panicked")?;
+    // Flush to disk before renaming, so a crash never leaves a truncated file under the final name.
+    file.sync_all()?;
+    let total = 8 + head.len() as u64 + data_len;
+    let written = file.metadata()?.len();
+    if written != total {
+        return Err(format!("wrote {written} bytes, expected {total}").into());
+    }
+    fs::rename(path, &a.output)?;
+    Ok(total)
+}
+
+fn main() -> ExitCode {
+    let result = run(Args::parse());
+    if let Err(e) = &result {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(u8::from(result.is_err()))
+}
+
+fn run(a: Args) -> Result<(), Box<dyn Error>> {
+    let dims = [a.hidden, a.heads, a.in_channels, a.context, a.pooled];
+    let m = a.hidden as f64 * a.mlp_ratio;
+    if dims.contains(&0) || !a.hidden.is_multiple_of(a.heads) || !(1.0..1e12).contains(&m) {
+        return Err("sizes must be positive, --hidden divisible by --heads, MLP width ≥ 1".into());
+    }
+    let start = Instant::now();
+    let specs = tensor_list(&a);
+    let params: u64 = specs.iter().map(Spec::numel).sum();
+
+    // An existing directory is refused now, not after writing the whole file and failing to rename.
+    let file_name = a.output.file_name().filter(|_| !a.output.is_dir());
+    let file_name = file_name.ok_or("--output must name a file, not a directory")?;
+    let tmp_name = format!(".{}.{}.tmp", file_name.display(), std::process::id());
+    let tmp = a.output.with_file_name(tmp_name);
+    // Never leave a (possibly huge) temporary behind, whether writing or renaming fails.
+    let bytes = write_file(&tmp, &a, &specs).inspect_err(|_| {
+        fs::remove_file(&tmp).ok();
+    })?;
+
+    let (n, secs) = (specs.len(), start.elapsed().as_secs_f64());
+    let mbps = bytes as f64 / 1e6 / secs.max(1e-9);
+    let out = a.output.display();
+    println!(
+        "{out}: {n} tensors, {params} parameters, {bytes} bytes, {secs:.2} s ({mbps:.0} MB/s)"
+    );
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The FLUX configuration, read off the tensors themselves, and the list of every parameter
+//! (name and shape) that configuration implies.
+
+use crate::error::{Error, Result};
+use std::fmt;
+use std::path::Path;
+
+/// RoPE axes of FLUX.1 (head width 128): time/index, height, width.
+const FLUX_AXES: [usize; 3] = [16, 56, 56];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FluxConfig {
+    pub hidden: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub mlp_hidden: usize,
+    pub double_blocks: usize,
+    pub single_blocks: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub context_dim: usize,
+    pub pooled_dim: usize,
+    /// Width of the sinusoidal timestep (and guidance) embedding: 256 in FLUX.1.
+    pub time_embed_dim: usize,
+    pub guidance: bool,
+    pub axes_dim: Vec<usize>,
+    pub theta: u32,
+}
+
+/// The shapes the inference reads, looked up by canonical name (`None`: tensor absent).
+pub trait ShapeLookup {
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+}
+
+impl FluxConfig {
+    /// Infers the configuration. `blocks` are the counted (double, single) blocks; `axes` the
+    /// RoPE axes from `config.json` or the command line, if either gave them.
+    pub fn infer(
+        origin: &Path,
+        shapes: &dyn ShapeLookup,
+        blocks: (usize, usize),
+        axes: Option<Vec<usize>>,
+    ) -> Result<Self> {
+        let need = |name: &str, rank: usize| -> Result<Vec<usize>> {
+            let shape = shapes.shape(name).ok_or_else(|| {
+                Error::tensor(
+                    origin,
+                    name,
+                    "missing: it is needed to infer the model's configuration",
+                )
+            })?;
+            if shape.len() != rank {
+                return Err(Error::tensor(
+                    origin,
+                    name,
+                    format!("expected a {rank}-d tensor, found shape {shape:?}"),
+                ));
+            }
+            Ok(shape)
+        };
+        let img_in = need("img_in.weight", 2)?;
+        let (hidden, in_channels) = (img_in[0], img_in[1]);
+        let (double_blocks, single_blocks) = blocks;
+        let norm = if double_blocks > 0 {
+            "double_blocks.0.img_attn.norm.query_norm.scale"
+        } else {
+            "single_blocks.0.norm.query_norm.scale"
+        };
+        let head_dim = need(norm, 1)?[0];
+        if head_dim == 0 || hidden % head_dim != 0 || head_dim % 2 != 0 {
+            return Err(Error::tensor(
+                origin,
+                norm,
+                format!("head width {head_dim} must be even and divide the hidden size {hidden}"),
+            ));
+        }
+        let mlp_hidden = if double_blocks > 0 {
+            need("double_blocks.0.img_mlp.0.weight", 2)?[0]
+        } else {
+            need("single_blocks.0.linear1.weight", 2)?[0] - 3 * hidden
+        };
+        let axes_dim = match axes {
+            Some(axes) => axes,
+            None if head_dim == 128 => FLUX_AXES.to_vec(),
+            None => {
+                return Err(Error::Usage(format!(
+                    "{}: head width is {head_dim}, not FLUX.1's 128, and no config.json gives the \
+                     RoPE axes: pass them with --axes-dim (three even widths that add up to \
+                     {head_dim}, e.g. --axes-dim {})",
+                    origin.display(),
+                    suggest_axes(head_dim)
+                )));
+            }
+        };
+        if axes_dim.iter().sum::<usize>() != head_dim || axes_dim.iter().any(|d| d % 2 != 0) {
+            return Err(Error::Usage(format!(
+                "RoPE axes {axes_dim:?} must be even widths adding up to the head width {head_dim}"
+            )));
+        }
+        Ok(Self {
+            hidden,
+            heads: hidden / head_dim,
+            head_dim,
+            mlp_hidden,
+            double_blocks,
+            single_blocks,
+            in_channels,
+            out_channels: need("final_layer.linear.weight", 2)?[0],
+            context_dim: need("txt_in.weight", 2)?[1],
+            pooled_dim: need("vector_in.in_layer.weight", 2)?[1],
+            time_embed_dim: need("time_in.in_layer.weight", 2)?[1],
+            guidance: shapes.shape("guidance_in.in_layer.weight").is_some(),
+            axes_dim,
+            theta: 10_000,
+        })
+    }
+
+    /// Every parameter of the model, canonical name and shape, in checkpoint order.
+    pub fn parameters(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, m, hd) = (self.hidden, self.mlp_hidden, self.head_dim);
+        let mut params = Vec::new();
+        let mut linear = |name: String, out: usize, inp: usize| {
+            params.push((format!("{name}.weight"), vec![out, inp]));
+            params.push((format!("{name}.bias"), vec![out]));
+        };
+        linear("img_in".into(), h, self.in_channels);
+        linear("txt_in".into(), h, self.context_dim);
+        linear("time_in.in_layer".into(), h, self.time_embed_dim);
+        linear("time_in.out_layer".into(), h, h);
+        if self.guidance {
+            linear("guidance_in.in_layer".into(), h, self.time_embed_dim);
+            linear("guidance_in.out_layer".into(), h, h);
+        }
+        linear("vector_in.in_layer".into(), h, self.pooled_dim);
+        linear("vector_in.out_layer".into(), h, h);
+        for i in 0..self.double_blocks {
+            for s in ["img", "txt"] {
+                let p = format!("double_blocks.{i}.{s}");
+                linear(format!("{p}_mod.lin"), 6 * h, h);
+                linear(format!("{p}_attn.qkv"), 3 * h, h);
+                linear(format!("{p}_attn.proj"), h, h);
+                linear(format!("{p}_mlp.0"), m, h);
+                linear(format!("{p}_mlp.2"), h, m);
+            }
+        }
+        for i in 0..self.single_blocks {
+            let p = format!("single_blocks.{i}");
+            linear(format!("{p}.modulation.lin"), 3 * h, h);
+            linear(format!("{p}.linear1"), 3 * h + m, h);
+            linear(format!("{p}.linear2"), h, h + m);
+        }
+        linear("final_layer.adaLN_modulation.1".into(), 2 * h, h);
+        linear("final_layer.linear".into(), self.out_channels, h);
+        for i in 0..self.double_blocks {
+            for s in ["img", "txt"] {
+                for n in ["query_norm", "key_norm"] {
+                    params.push((
+                        format!("double_blocks.{i}.{s}_attn.norm.{n}.scale"),
+                        vec![hd],
+                    ));
+                }
+            }
+        }
+        for i in 0..self.single_blocks {
+            for n in ["query_norm", "key_norm"] {
+                params.push((format!("single_blocks.{i}.norm.{n}.scale"), vec![hd]));
+            }
+        }
+        params.sort();
+        params
+    }
+}
+
+/// A plausible RoPE split for the error message: FLUX's 1:7:7 proportions, rounded to even.
+fn suggest_axes(head_dim: usize) -> String {
+    let side = (head_dim * 7 / 15) / 2 * 2;
+    let first = head_dim - 2 * side;
+    format!("{first},{side},{side}")
+}
+
+impl fmt::Display for FluxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "hidden size        {} ({} heads of {})",
+            self.hidden, self.heads, self.head_dim
+        )?;
+        writeln!(f, "MLP width          {}", self.mlp_hidden)?;
+        writeln!(
+            f,
+            "blocks             {} double, {} single",
+            self.double_blocks, self.single_blocks
+        )?;
+        writeln!(
+            f,
+            "channels           {} in, {} out",
+            self.in_channels, self.out_channels
+        )?;
+        writeln!(f, "text context       {}", self.context_dim)?;
+        writeln!(f, "pooled vector      {}", self.pooled_dim)?;
+        writeln!(f, "timestep embedding {}", self.time_embed_dim)?;
+        writeln!(
+            f,
+            "guidance embedding {}",
+            if self.guidance {
+                "yes (dev)"
+            } else {
+                "no (schnell)"
+            }
+        )?;
+        write!(
+            f,
+            "RoPE axes          {:?}, theta {}",
+            self.axes_dim, self.theta
+        )
+    }
+}

@@ -1,0 +1,266 @@
+//! A FLUX checkpoint resolved: naming detected, configuration inferred, and every parameter of
+//! that configuration located (possibly in pieces) and checked for its shape. Nothing is read
+//! beyond the headers; tensor bytes are fetched piece by piece when the exporter streams them.
+
+use super::config::{FluxConfig, ShapeLookup};
+use super::naming::{Layout, Scheme};
+use super::source::Checkpoint;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+
+/// A run of whole rows (first-axis slices) of one stored tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub key: String,
+    pub rows: Range<usize>,
+}
+
+/// Where a canonical parameter's data comes from: its pieces, stacked along the first axis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSource {
+    pub shape: Vec<usize>,
+    /// The stored type (of the first piece: a checkpoint does not mix types within a tensor).
+    pub dtype: DType,
+    pub pieces: Vec<Piece>,
+}
+
+pub struct FluxCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub scheme: Scheme,
+    pub config: FluxConfig,
+    sources: BTreeMap<String, TensorSource>,
+}
+
+impl FluxCheckpoint {
+    /// Opens and resolves a checkpoint. `axes` overrides the RoPE axes (`--axes-dim`).
+    pub fn open(path: &Path, axes: Option<Vec<usize>>) -> Result<Self> {
+        let checkpoint = Checkpoint::open(path)?;
+        let scheme = Scheme::detect(&checkpoint)?;
+        let blocks = count_blocks(&checkpoint, &scheme);
+        let axes = axes.or_else(|| config_axes(&checkpoint));
+        let lookup = Lookup {
+            checkpoint: &checkpoint,
+            scheme: &scheme,
+        };
+        let config = FluxConfig::infer(&checkpoint.origin, &lookup, blocks, axes)?;
+        let mut sources = BTreeMap::new();
+        for (name, shape) in config.parameters() {
+            let source = lookup.resolve(&name, &shape)?;
+            sources.insert(name, source);
+        }
+        Ok(Self {
+            checkpoint,
+            scheme,
+            config,
+            sources,
+        })
+    }
+
+    pub fn origin(&self) -> &Path {
+        &self.checkpoint.origin
+    }
+
+    /// The source of a canonical parameter; an internal error if the configuration lacks it.
+    pub fn source(&self, name: &str) -> Result<&TensorSource> {
+        self.sources
+            .get(name)
+            .ok_or_else(|| Error::Internal(format!("no parameter `{name}` in this configuration")))
+    }
+
+    pub fn sources(&self) -> &BTreeMap<String, TensorSource> {
+        &self.sources
+    }
+
+    /// The bytes of one piece, borrowed from the map, and the type they are stored in.
+    pub fn piece_bytes(&self, piece: &Piece) -> Result<(&[u8], DType)> {
+        let (file, info) = self.checkpoint.get(&piece.key).ok_or_else(|| {
+            Error::Internal(format!("tensor `{}` vanished after resolution", piece.key))
+        })?;
+        let row_bytes = info.shape[1..].iter().product::<usize>() * info.dtype.size();
+        let all = file.bytes(info);
+        Ok((
+            &all[piece.rows.start * row_bytes..piece.rows.end * row_bytes],
+            info.dtype,
+        ))
+    }
+
+    /// Releases the pages of every stored tensor behind `source` (see `SafetensorsFile::release`).
+    pub fn release(&self, source: &TensorSource) {
+        for piece in &source.pieces {
+            if let Some((file, info)) = self.checkpoint.get(&piece.key) {
+                file.release(info);
+            }
+        }
+    }
+
+    /// Reads a parameter whole, converted to f32.
+    pub fn read_f32(&self, source: &TensorSource) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; source.shape.iter().product()];
+        let mut at = 0;
+        for piece in &source.pieces {
+            let (bytes, dtype) = self.piece_bytes(piece)?;
+            let n = bytes.len() / dtype.size();
+            crate::dtype::decode_f32(dtype, bytes, &mut out[at..at + n]);
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// Stored tensors the model does not use (other models in a combined file, extra state).
+    pub fn unused_keys(&self) -> Vec<&str> {
+        let used: BTreeSet<&str> = self
+            .sources
+            .values()
+            .flat_map(|s| s.pieces.iter().map(|p| p.key.as_str()))
+            .collect();
+        self.checkpoint
+            .keys()
+            .filter(|k| !used.contains(k))
+            .collect()
+    }
+}
+
+struct Lookup<'a> {
+    checkpoint: &'a Checkpoint,
+    scheme: &'a Scheme,
+}
+
+impl ShapeLookup for Lookup<'_> {
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let keys = match self.scheme.layout(name) {
+            Layout::Direct(k) | Layout::SwappedHalves(k) => vec![k],
+            Layout::Concat(ks) => ks,
+        };
+        let shapes: Vec<Vec<usize>> = keys
+            .iter()
+            .map(|k| self.checkpoint.get(k).map(|(_, info)| info.shape.clone()))
+            .collect::<Option<_>>()?;
+        let mut shape = shapes.first()?.clone();
+        if let Some(rows) = shape.first_mut() {
+            *rows = shapes.iter().map(|s| s.first().copied().unwrap_or(0)).sum();
+        }
+        Some(shape)
+    }
+}
+
+impl Lookup<'_> {
+    /// Locates `name` and checks it holds `shape`.
+    fn resolve(&self, name: &str, shape: &[usize]) -> Result<TensorSource> {
+        let origin = &self.checkpoint.origin;
+        let find = |key: &str| {
+            self.checkpoint.get(key).ok_or_else(|| {
+                Error::tensor(
+                    origin,
+                    key,
+                    format!("missing: the model needs it (canonical `{name}`, shape {shape:?})"),
+                )
+            })
+        };
+        let wrong_shape = |key: &str, found: &[usize], expected: &[usize]| {
+            Error::tensor(
+                origin,
+                key,
+                format!("expected shape {expected:?} (canonical `{name}`), found {found:?}"),
+            )
+        };
+        let (pieces, dtype) = match self.scheme.layout(name) {
+            Layout::Direct(key) => {
+                let (_, info) = find(&key)?;
+                if info.shape != shape {
+                    return Err(wrong_shape(&key, &info.shape, shape));
+                }
+                (
+                    vec![Piece {
+                        key,
+                        rows: 0..shape[0],
+                    }],
+                    info.dtype,
+                )
+            }
+            Layout::SwappedHalves(key) => {
+                let (_, info) = find(&key)?;
+                if info.shape != shape || !shape[0].is_multiple_of(2) {
+                    return Err(wrong_shape(&key, &info.shape, shape));
+                }
+                let half = shape[0] / 2;
+                let pieces = vec![
+                    Piece {
+                        key: key.clone(),
+                        rows: half..shape[0],
+                    },
+                    Piece { key, rows: 0..half },
+                ];
+                (pieces, info.dtype)
+            }
+            Layout::Concat(keys) => {
+                let mut pieces = Vec::new();
+                let mut rows = 0;
+                let mut dtype = None;
+                for key in keys {
+                    let (_, info) = find(&key)?;
+                    if info.shape.len() != shape.len() || info.shape[1..] != shape[1..] {
+                        let mut expected = shape.to_vec();
+                        expected[0] = info.shape.first().copied().unwrap_or(0);
+                        return Err(wrong_shape(&key, &info.shape, &expected));
+                    }
+                    dtype.get_or_insert(info.dtype);
+                    rows += info.shape[0];
+                    pieces.push(Piece {
+                        key,
+                        rows: 0..info.shape[0],
+                    });
+                }
+                if rows != shape[0] {
+                    let found: Vec<String> = pieces.iter().map(|p| p.key.clone()).collect();
+                    return Err(Error::tensor(
+                        origin,
+                        found.join(" + "),
+                        format!(
+                            "stacked they have {rows} rows; canonical `{name}` needs shape {shape:?}"
+                        ),
+                    ));
+                }
+                (pieces, dtype.unwrap_or(DType::F32))
+            }
+        };
+        Ok(TensorSource {
+            shape: shape.to_vec(),
+            dtype,
+            pieces,
+        })
+    }
+}
+
+/// Blocks are counted as one past the highest index present, so that a gap (block 7 of 19
+/// missing) is reported as block 7's missing tensors rather than as a 7-block model.
+fn count_blocks(checkpoint: &Checkpoint, scheme: &Scheme) -> (usize, usize) {
+    let (double, single) = scheme.block_prefixes();
+    let count = |prefix: &str| {
+        checkpoint
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix(prefix)?
+                    .split('.')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |i| i + 1)
+    };
+    (count(&double), count(&single))
+}
+
+fn config_axes(checkpoint: &Checkpoint) -> Option<Vec<usize>> {
+    let axes = checkpoint
+        .config_json
+        .as_ref()?
+        .get("axes_dims_rope")?
+        .as_array()?;
+    axes.iter()
+        .map(|a| a.as_u64().map(|a| a as usize))
+        .collect()
+}

@@ -1,0 +1,249 @@
+//! The compile driver: checkpoint → IR → passes → ONNX, with the checks that protect the user's
+//! files, and the report printed at the end (or, with `--plan`, instead of writing anything).
+
+use crate::checkpoint::FluxCheckpoint;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ir::{BlockId, Graph, Op};
+use crate::lift::{self, LiftOptions};
+use crate::onnx::{self, ExportOptions, ExportSummary, Target};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    pub checkpoint: PathBuf,
+    pub output: Option<PathBuf>,
+    pub dtype: Option<DType>,
+    pub axes_dim: Option<Vec<usize>>,
+    pub target: Target,
+    pub show_progress: bool,
+}
+
+pub struct Compiled {
+    pub ckpt: FluxCheckpoint,
+    pub graph: Graph,
+    pub dtype: DType,
+}
+
+/// Opens the checkpoint and lifts it: everything short of writing.
+pub fn prepare(options: &CompileOptions) -> Result<Compiled> {
+    let ckpt = FluxCheckpoint::open(&options.checkpoint, options.axes_dim.clone())?;
+    let dtype = options.dtype.unwrap_or_else(|| lift::default_dtype(&ckpt));
+    let graph = lift::lift(&ckpt, LiftOptions { dtype })?;
+    Ok(Compiled { ckpt, graph, dtype })
+}
+
+/// Compiles and writes the model; returns the summary to print.
+pub fn compile(options: &CompileOptions) -> Result<String> {
+    let start = Instant::now();
+    let output = options.output.as_deref().ok_or_else(|| {
+        Error::Usage("no output path: pass -o OUT.onnx (or --plan to only inspect)".into())
+    })?;
+    let compiled = prepare(options)?;
+    refuse_to_overwrite_inputs(&compiled.ckpt, output)?;
+    let metadata = vec![
+        (
+            "fastflux.source".to_owned(),
+            compiled.ckpt.origin().display().to_string(),
+        ),
+        (
+            "fastflux.config".to_owned(),
+            format!("{:?}", compiled.ckpt.config),
+        ),
+        ("fastflux.dtype".to_owned(), compiled.dtype.to_string()),
+    ];
+    let export = ExportOptions {
+        target: options.target,
+        show_progress: options.show_progress,
+        metadata,
+    };
+    let summary = onnx::export(&compiled.graph, &compiled.ckpt, output, &export)?;
+    Ok(report(
+        &compiled,
+        output,
+        &summary,
+        start.elapsed().as_secs_f64(),
+    ))
+}
+
+fn report(c: &Compiled, output: &Path, s: &ExportSummary, seconds: f64) -> String {
+    let mut r = String::new();
+    let before: usize = c
+        .ckpt
+        .sources()
+        .values()
+        .map(|s| s.shape.iter().product::<usize>())
+        .sum();
+    let _ = writeln!(
+        r,
+        "wrote {} and {}.data",
+        output.display(),
+        output.display()
+    );
+    let _ = writeln!(
+        r,
+        "  parameters   {} before, {} after",
+        human(before as f64),
+        human(s.parameters as f64)
+    );
+    let _ = writeln!(
+        r,
+        "  bytes        {} of weights ({}), {} of graph ({} ONNX nodes)",
+        human_bytes(s.weight_bytes),
+        c.dtype,
+        human_bytes(s.model_bytes),
+        s.onnx_nodes
+    );
+    let _ = write!(
+        r,
+        "  time         {seconds:.1} s ({}/s)",
+        human_bytes((s.weight_bytes as f64 / seconds.max(1e-9)) as u64)
+    );
+    r
+}
+
+/// `--plan`: what would be compiled, without writing anything.
+pub fn plan(options: &CompileOptions) -> Result<String> {
+    let c = prepare(options)?;
+    let mut r = String::new();
+    let _ = writeln!(r, "checkpoint   {}", c.ckpt.origin().display());
+    let _ = writeln!(r, "files        {}", c.ckpt.checkpoint.files().len());
+    let _ = writeln!(r, "naming       {}", c.ckpt.scheme.describe());
+    for line in c.ckpt.config.to_string().lines() {
+        let _ = writeln!(r, "  {line}");
+    }
+    let mut stored = BTreeMap::<DType, (usize, usize)>::new();
+    for source in c.ckpt.sources().values() {
+        let e = stored.entry(source.dtype).or_default();
+        e.0 += 1;
+        e.1 += source.shape.iter().product::<usize>();
+    }
+    let stored: Vec<String> = stored
+        .iter()
+        .map(|(d, (t, p))| format!("{d} ({t} tensors, {} parameters)", human(*p as f64)))
+        .collect();
+    let _ = writeln!(r, "stored as    {}", stored.join(", "));
+    let _ = writeln!(
+        r,
+        "exported as  {} (weights and compute; inputs and output f32)",
+        c.dtype
+    );
+    let unused = c.ckpt.unused_keys();
+    if !unused.is_empty() {
+        let _ = writeln!(
+            r,
+            "ignored      {} tensors that are not part of the transformer, e.g. {}",
+            unused.len(),
+            unused[0]
+        );
+    }
+    let _ = writeln!(r, "parameters by part:");
+    for (part, n) in parameters_by_part(&c.graph) {
+        let _ = writeln!(r, "  {part:<22} {:>10}", human(n as f64));
+    }
+    Ok(r)
+}
+
+/// Parameters of the lifted graph per part: embedders, each block kind, final layer.
+pub fn parameters_by_part(graph: &Graph) -> Vec<(String, usize)> {
+    let mut parts = BTreeMap::<(u8, String), usize>::new();
+    let (mut doubles, mut singles) = (0, 0);
+    for node in graph.graph.node_weights() {
+        let Op::Weight(w) = &node.op else { continue };
+        let key = match node.block {
+            Some(BlockId::Double(_)) => {
+                doubles += w.numel();
+                continue;
+            }
+            Some(BlockId::Single(_)) => {
+                singles += w.numel();
+                continue;
+            }
+            None if w.name.starts_with("final_layer") => (3, "final layer".to_owned()),
+            None => (0, "embedders".to_owned()),
+        };
+        *parts.entry(key).or_default() += w.numel();
+    }
+    let blocks = graph.blocks();
+    let count = |f: fn(&BlockId) -> bool| blocks.iter().filter(|b| f(b)).count();
+    parts.insert(
+        (
+            1,
+            format!(
+                "double blocks (x{})",
+                count(|b| matches!(b, BlockId::Double(_)))
+            ),
+        ),
+        doubles,
+    );
+    parts.insert(
+        (
+            2,
+            format!(
+                "single blocks (x{})",
+                count(|b| matches!(b, BlockId::Single(_)))
+            ),
+        ),
+        singles,
+    );
+    let total: usize = parts.values().sum();
+    let mut out: Vec<(String, usize)> = parts.into_iter().map(|((_, k), v)| (k, v)).collect();
+    out.push(("total".into(), total));
+    out
+}
+
+/// The output (or its data file) must not be one of the checkpoint's files.
+fn refuse_to_overwrite_inputs(ckpt: &FluxCheckpoint, output: &Path) -> Result<()> {
+    let data = PathBuf::from(format!("{}.data", output.display()));
+    let inputs: Vec<PathBuf> = std::iter::once(ckpt.origin().to_owned())
+        .chain(ckpt.checkpoint.files().iter().map(|f| f.path().to_owned()))
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    for target in [output, data.as_path()] {
+        let Some(resolved) = resolve(target) else {
+            continue;
+        };
+        if inputs.contains(&resolved) {
+            return Err(Error::Usage(format!(
+                "output {} would overwrite the input checkpoint {}; choose another output path",
+                target.display(),
+                resolved.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The absolute path `p` names, whether or not the file exists yet.
+fn resolve(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = p.canonicalize() {
+        return Some(c);
+    }
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    Some(parent.canonicalize().ok()?.join(p.file_name()?))
+}
+
+pub fn human(n: f64) -> String {
+    match n {
+        n if n >= 1e9 => format!("{:.2} B", n / 1e9),
+        n if n >= 1e6 => format!("{:.2} M", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} k", n / 1e3),
+        n => format!("{n:.0}"),
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= (1u64 << 30) as f64 => format!("{:.2} GiB", n / (1u64 << 30) as f64),
+        n if n >= (1u64 << 20) as f64 => format!("{:.1} MiB", n / (1u64 << 20) as f64),
+        n if n >= 1024.0 => format!("{:.1} KiB", n / 1024.0),
+        n => format!("{n} B"),
+    }
+}

@@ -1,0 +1,231 @@
+//! The IR graph: a petgraph `StableGraph` whose nodes are ops and whose edges carry one output
+//! of a node into one input slot of another. Every node knows the block and module it came from,
+//! so passes find "the residual branch of double block 7" by its tags rather than by patterns.
+
+use super::op::Op;
+use super::types::TensorType;
+use crate::error::{Error, Result};
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableGraph};
+use petgraph::visit::EdgeRef;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::fmt;
+
+/// A transformer block of FLUX, in the original naming's numbering.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BlockId {
+    Double(usize),
+    Single(usize),
+}
+
+impl fmt::Display for BlockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Double(i) => write!(f, "double_blocks.{i}"),
+            Self::Single(i) => write!(f, "single_blocks.{i}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: Op,
+    /// Unique and stable: derived from the checkpoint key path of what the node computes.
+    pub name: String,
+    pub block: Option<BlockId>,
+    pub outputs: Vec<TensorType>,
+}
+
+/// An edge: output `src` of the source node feeds input `dst` of the target node.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub src: usize,
+    pub dst: usize,
+}
+
+/// One output of one node.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Value {
+    pub node: NodeIndex,
+    pub port: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub graph: StableGraph<Node, Port>,
+    /// Model outputs by name, in order.
+    pub outputs: Vec<(String, Value)>,
+    names: HashSet<String>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a node, typing its outputs; returns them.
+    pub fn add(
+        &mut self,
+        op: Op,
+        name: impl Into<String>,
+        block: Option<BlockId>,
+        inputs: &[Value],
+    ) -> Result<Vec<Value>> {
+        let name = name.into();
+        if !self.names.insert(name.clone()) {
+            return Err(Error::Internal(format!("two IR nodes named `{name}`")));
+        }
+        let types: Vec<&TensorType> = inputs.iter().map(|v| self.ty(*v)).collect();
+        let outputs = op
+            .infer(&types)
+            .map_err(|e| Error::Internal(format!("node `{name}`: {e}")))?;
+        let n = outputs.len();
+        let node = self.graph.add_node(Node {
+            op,
+            name,
+            block,
+            outputs,
+        });
+        for (dst, v) in inputs.iter().enumerate() {
+            self.graph.add_edge(v.node, node, Port { src: v.port, dst });
+        }
+        Ok((0..n).map(|port| Value { node, port }).collect())
+    }
+
+    /// Adds a single-output node and returns its output.
+    pub fn add1(
+        &mut self,
+        op: Op,
+        name: impl Into<String>,
+        block: Option<BlockId>,
+        inputs: &[Value],
+    ) -> Result<Value> {
+        let name = name.into();
+        let outs = self.add(op, name.clone(), block, inputs)?;
+        match outs[..] {
+            [v] => Ok(v),
+            _ => Err(Error::Internal(format!(
+                "`{name}` has {} outputs, expected one",
+                outs.len()
+            ))),
+        }
+    }
+
+    pub fn node(&self, n: NodeIndex) -> &Node {
+        &self.graph[n]
+    }
+
+    pub fn ty(&self, v: Value) -> &TensorType {
+        &self.graph[v.node].outputs[v.port]
+    }
+
+    pub fn output(&mut self, name: &str, v: Value) {
+        self.outputs.push((name.to_owned(), v));
+    }
+
+    /// The node's inputs in slot order.
+    pub fn inputs(&self, n: NodeIndex) -> Vec<Value> {
+        let mut edges: Vec<(usize, Value)> = self
+            .graph
+            .edges_directed(n, Direction::Incoming)
+            .map(|e| {
+                (
+                    e.weight().dst,
+                    Value {
+                        node: e.source(),
+                        port: e.weight().src,
+                    },
+                )
+            })
+            .collect();
+        edges.sort_unstable();
+        edges.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Every consumer of `v`: (node, input slot).
+    pub fn users(&self, v: Value) -> Vec<(NodeIndex, usize)> {
+        let mut users: Vec<_> = self
+            .graph
+            .edges_directed(v.node, Direction::Outgoing)
+            .filter(|e| e.weight().src == v.port)
+            .map(|e| (e.target(), e.weight().dst))
+            .collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// Redirects every use of `from` (inputs of nodes and model outputs) to `to`.
+    pub fn replace_uses(&mut self, from: Value, to: Value) {
+        for (user, dst) in self.users(from) {
+            let edge = self
+                .graph
+                .edges_directed(user, Direction::Incoming)
+                .find(|e| e.weight().dst == dst)
+                .map(|e| e.id());
+            if let Some(edge) = edge {
+                self.graph.remove_edge(edge);
+            }
+            self.graph
+                .add_edge(to.node, user, Port { src: to.port, dst });
+        }
+        for (_, v) in &mut self.outputs {
+            if *v == from {
+                *v = to;
+            }
+        }
+    }
+
+    /// Removes every node that no model output depends on; returns how many.
+    pub fn remove_dead(&mut self) -> usize {
+        let mut live = HashSet::new();
+        let mut stack: Vec<NodeIndex> = self.outputs.iter().map(|(_, v)| v.node).collect();
+        while let Some(n) = stack.pop() {
+            if live.insert(n) {
+                stack.extend(self.graph.neighbors_directed(n, Direction::Incoming));
+            }
+        }
+        let dead: Vec<NodeIndex> = self
+            .graph
+            .node_indices()
+            .filter(|n| !live.contains(n))
+            .collect();
+        for n in &dead {
+            let name = self.graph[*n].name.clone();
+            self.names.remove(&name);
+            self.graph.remove_node(*n);
+        }
+        dead.len()
+    }
+
+    /// Nodes in a deterministic topological order: among ready nodes, the earliest added first.
+    pub fn topo_order(&self) -> Vec<NodeIndex> {
+        let mut pending: HashMap<NodeIndex, usize> = self
+            .graph
+            .node_indices()
+            .map(|n| (n, self.graph.edges_directed(n, Direction::Incoming).count()))
+            .collect();
+        let mut ready: BinaryHeap<Reverse<NodeIndex>> = pending
+            .iter()
+            .filter(|(_, c)| **c == 0)
+            .map(|(n, _)| Reverse(*n))
+            .collect();
+        let mut order = Vec::with_capacity(pending.len());
+        while let Some(Reverse(n)) = ready.pop() {
+            order.push(n);
+            for e in self.graph.edges_directed(n, Direction::Outgoing) {
+                let count = pending.get_mut(&e.target()).expect("node in graph");
+                *count -= 1;
+                if *count == 0 {
+                    ready.push(Reverse(e.target()));
+                }
+            }
+        }
+        order
+    }
+
+    /// The blocks present, in model order.
+    pub fn blocks(&self) -> BTreeSet<BlockId> {
+        self.graph.node_weights().filter_map(|n| n.block).collect()
+    }
+}

@@ -1,0 +1,65 @@
+//! Lazy weights: a weight node names its data (a region of the mapped checkpoint, or a tensor
+//! fastflux computed) and only the exporter materializes it, one tensor at a time.
+
+use crate::checkpoint::{FluxCheckpoint, TensorSource};
+use crate::dtype::{DType, decode_f32, encode_f32};
+use crate::error::Result;
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub struct Weight {
+    /// The initializer name in the exported model: the canonical (BFL) parameter name.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// The type it is exported in.
+    pub dtype: DType,
+    pub data: WeightData,
+}
+
+#[derive(Clone, Debug)]
+pub enum WeightData {
+    Checkpoint(TensorSource),
+    /// Values computed by fastflux (fitted matrices, constants), kept in f32.
+    Owned(Arc<Vec<f32>>),
+}
+
+impl Weight {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// Appends the weight's bytes in its export type to `out`. Stored bytes of the same type are
+    /// copied as they are; anything else goes through f32.
+    pub fn write_bytes(&self, ckpt: &FluxCheckpoint, out: &mut Vec<u8>) -> Result<()> {
+        match &self.data {
+            WeightData::Owned(values) => encode_f32(self.dtype, values, out),
+            WeightData::Checkpoint(source) => {
+                let mut scratch = Vec::new();
+                for piece in &source.pieces {
+                    let (bytes, stored) = ckpt.piece_bytes(piece)?;
+                    if stored == self.dtype {
+                        out.extend_from_slice(bytes);
+                    } else {
+                        scratch.resize(bytes.len() / stored.size(), 0.0);
+                        decode_f32(stored, bytes, &mut scratch);
+                        encode_f32(self.dtype, &scratch, out);
+                    }
+                }
+                ckpt.release(source);
+            }
+        }
+        Ok(())
+    }
+
+    /// The weight's values in f32 (for calibration and tests).
+    pub fn to_f32(&self, ckpt: &FluxCheckpoint) -> Result<Vec<f32>> {
+        match &self.data {
+            WeightData::Owned(values) => Ok(values.as_ref().clone()),
+            WeightData::Checkpoint(source) => ckpt.read_f32(source),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! fastflux: compiles a FLUX.1 transformer checkpoint into an ONNX model for ONNX Runtime,
+//! optionally pruned with FastFLUX's block-wise replacement by linear layers (BRLL) and with
+//! sandwich-training LoRA deltas folded in.
+//!
+//! The pipeline: `checkpoint` (mapped files, naming, configuration) → `lift` (FLUX → IR) →
+//! `passes` (rewrites) → `onnx` (lowering and export) ; `runtime` runs the result.
+
+pub mod checkpoint;
+pub mod compile;
+pub mod dtype;
+pub mod error;
+pub mod ir;
+pub mod lift;
+pub mod onnx;
+pub mod runtime;
+
+pub use error::{Error, Result};

@@ -1,0 +1,126 @@
+//! Model inputs and the embedders: `img_in`, `txt_in`, the conditioning vector
+//! `time_in(emb(t)) + guidance_in(emb(g)) + vector_in(y)`, and the RoPE tables of all tokens.
+
+use super::{Lifter, Pe};
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::ir::{Dim, Op, TensorType, Value};
+
+/// FLUX feeds sigmas in [0, 1] and multiplies them by this before the sinusoidal embedding.
+const TIME_FACTOR: f32 = 1000.0;
+
+pub(crate) struct Inputs {
+    pub hidden_states: Value,
+    pub encoder_hidden_states: Value,
+    pub pooled_projections: Value,
+    pub timestep: Value,
+    pub img_ids: Value,
+    pub txt_ids: Value,
+    pub guidance: Option<Value>,
+}
+
+/// The ONNX contract's inputs (DESIGN §3), all float32.
+pub(crate) fn lift_inputs(l: &mut Lifter) -> Result<Inputs> {
+    let cfg = l.ckpt.config.clone();
+    let (b, n, t) = (Dim::sym("B"), Dim::sym("N"), Dim::sym("L"));
+    let axes = Dim::Known(cfg.axes_dim.len());
+    let mut input = |name: &str, shape: Vec<Dim>| {
+        let ty = TensorType::new(DType::F32, shape);
+        l.op(
+            Op::Input {
+                name: name.into(),
+                ty,
+            },
+            name,
+            &[],
+        )
+    };
+    let inputs = Inputs {
+        hidden_states: input(
+            "hidden_states",
+            vec![b.clone(), n.clone(), cfg.in_channels.into()],
+        )?,
+        encoder_hidden_states: input(
+            "encoder_hidden_states",
+            vec![b.clone(), t.clone(), cfg.context_dim.into()],
+        )?,
+        pooled_projections: input("pooled_projections", vec![b.clone(), cfg.pooled_dim.into()])?,
+        timestep: input("timestep", vec![b.clone()])?,
+        img_ids: input("img_ids", vec![n, axes.clone()])?,
+        txt_ids: input("txt_ids", vec![t, axes])?,
+        guidance: if cfg.guidance {
+            Some(input("guidance", vec![b])?)
+        } else {
+            None
+        },
+    };
+    Ok(inputs)
+}
+
+/// Returns (img, txt, silu(vec), pe) in the compute type.
+pub(crate) fn lift_embedders(l: &mut Lifter, inputs: &Inputs) -> Result<(Value, Value, Value, Pe)> {
+    let img = cast(l, inputs.hidden_states, "hidden_states.cast")?;
+    let img = l.linear("img_in", img)?;
+    let txt = cast(
+        l,
+        inputs.encoder_hidden_states,
+        "encoder_hidden_states.cast",
+    )?;
+    let txt = l.linear("txt_in", txt)?;
+
+    let t_emb = sinusoidal(l, inputs.timestep, "timestep")?;
+    let mut vec = mlp_embedder(l, "time_in", t_emb)?;
+    if let Some(guidance) = inputs.guidance {
+        let g_emb = sinusoidal(l, guidance, "guidance")?;
+        let g = mlp_embedder(l, "guidance_in", g_emb)?;
+        vec = l.op(Op::Add, "vec.time_guidance", &[vec, g])?;
+    }
+    let pooled = cast(l, inputs.pooled_projections, "pooled_projections.cast")?;
+    let y = mlp_embedder(l, "vector_in", pooled)?;
+    let vec = l.op(Op::Add, "vec", &[vec, y])?;
+    // Every modulation reads silu(vec); computing it once serves them all.
+    let silu_vec = l.op(Op::Silu, "vec.silu", &[vec])?;
+
+    let ids = l.op(
+        Op::Concat { axis: 0 },
+        "ids",
+        &[inputs.txt_ids, inputs.img_ids],
+    )?;
+    let cfg = &l.ckpt.config;
+    let table = Op::RopeTable {
+        axes_dim: cfg.axes_dim.clone(),
+        theta: cfg.theta,
+    };
+    let tables = l.op_n(table, "pe", &[ids])?;
+    let pe = Pe {
+        cos: cast(l, tables[0], "pe.cos")?,
+        sin: cast(l, tables[1], "pe.sin")?,
+    };
+    Ok((img, txt, silu_vec, pe))
+}
+
+/// `Linear, silu, Linear` (BFL's MLPEmbedder).
+fn mlp_embedder(l: &mut Lifter, module: &str, x: Value) -> Result<Value> {
+    let hidden = l.linear(&format!("{module}.in_layer"), x)?;
+    let hidden = l.op(Op::Silu, format!("{module}.silu"), &[hidden])?;
+    l.linear(&format!("{module}.out_layer"), hidden)
+}
+
+/// The sinusoidal embedding of a per-sample scalar, computed in f32 and then cast.
+fn sinusoidal(l: &mut Lifter, scalar: Value, name: &str) -> Result<Value> {
+    let dim = l.ckpt.config.time_embed_dim;
+    let op = Op::TimestepEmbedding {
+        dim,
+        scale: TIME_FACTOR,
+    };
+    let emb = l.op(op, format!("{name}.embedding"), &[scalar])?;
+    cast(l, emb, &format!("{name}.embedding.cast"))
+}
+
+/// Casts an f32 value to the compute type; a no-op when they agree.
+fn cast(l: &mut Lifter, v: Value, name: &str) -> Result<Value> {
+    if l.graph.ty(v).dtype == l.dtype {
+        return Ok(v);
+    }
+    l.op(Op::Cast { to: l.dtype }, name, &[v])
+}
