@@ -50,7 +50,7 @@ impl fmt::Display for Graph {
                 block = node.block;
                 match block {
                     Some(b) => writeln!(f, "{b}:")?,
-                    None => writeln!(f, "-:")?,
+                    None => writeln!(f, "top level:")?,
                 }
             }
             let args: Vec<String> = self

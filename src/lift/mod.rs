@@ -58,9 +58,12 @@ pub fn lift(ckpt: &FluxCheckpoint, options: LiftOptions) -> Result<Graph> {
         x = single::lift_single_block(&mut lifter, i, x, vec, pe)?;
     }
     lifter.block = None;
+    // Split where the text ends, measured on the model input so that no block output has to
+    // stay alive for it.
+    let text = inputs.encoder_hidden_states;
     let img = lifter
         .graph
-        .add(Op::SplitLike { axis: 1 }, "joint.split", None, &[x, txt])?[1];
+        .add(Op::SplitLike { axis: 1 }, "joint.split", None, &[x, text])?[1];
     let latent = final_layer::lift_final_layer(&mut lifter, img, vec)?;
     lifter.graph.output("latent", latent);
     Ok(lifter.graph)
