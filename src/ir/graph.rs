@@ -9,7 +9,7 @@ use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableGraph};
 use petgraph::visit::EdgeRef;
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 
 /// A transformer block of FLUX, in the original naming's numbering.
@@ -44,6 +44,23 @@ pub struct Port {
     pub dst: usize,
 }
 
+/// What a block reads and writes: per stream (`img`/`txt` of a double block, `x` of a single
+/// block) the value entering and the value leaving it; and the conditioning `silu(vec)`.
+/// Passes find a block's residual branch from this record: the branch of stream `s` is
+/// everything between `input` and `output` that is tagged with the block.
+#[derive(Clone, Debug)]
+pub struct BlockIo {
+    pub streams: Vec<Stream>,
+    pub condition: Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct Stream {
+    pub name: String,
+    pub input: Value,
+    pub output: Value,
+}
+
 /// One output of one node.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Value {
@@ -56,6 +73,8 @@ pub struct Graph {
     pub graph: StableGraph<Node, Port>,
     /// Model outputs by name, in order.
     pub outputs: Vec<(String, Value)>,
+    /// The boundary of every transformer block, recorded by the lifter.
+    pub block_io: BTreeMap<BlockId, BlockIo>,
     names: HashSet<String>,
 }
 
@@ -172,6 +191,13 @@ impl Graph {
         for (_, v) in &mut self.outputs {
             if *v == from {
                 *v = to;
+            }
+        }
+        for io in self.block_io.values_mut() {
+            for stream in &mut io.streams {
+                if stream.output == from {
+                    stream.output = to;
+                }
             }
         }
     }

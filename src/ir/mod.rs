@@ -3,10 +3,11 @@
 mod dump;
 pub mod graph;
 pub mod op;
+mod subgraph;
 pub mod types;
 pub mod weight;
 
-pub use graph::{BlockId, Graph, Node, Value};
+pub use graph::{BlockId, BlockIo, Graph, Node, Stream, Value};
 pub use op::Op;
 pub use types::{Dim, TensorType};
 pub use weight::{Weight, WeightData};

@@ -18,6 +18,12 @@ pub enum Op {
     },
     /// `x Wᵀ + b` over the last axis: (x `[…, in]`, w `[out, in]`, b `[out]`).
     Linear,
+    /// A residual branch replaced by a fitted linear map (BRLL): `x + x Wᵀ + b`, and when
+    /// `conditioned`, `+ c Uᵀ` broadcast over the tokens: (x `[B,S,h]`, w `[h,h]`, b `[h]`
+    /// [, c `[B,k]`, u `[h,k]`]).
+    LinearResidual {
+        conditioned: bool,
+    },
     /// LayerNorm over the last axis without affine parameters.
     LayerNorm {
         eps: f32,
@@ -76,6 +82,7 @@ impl Op {
             Op::Weight(_) => "Weight",
             Op::Cast { .. } => "Cast",
             Op::Linear => "Linear",
+            Op::LinearResidual { .. } => "LinearResidual",
             Op::LayerNorm { .. } => "LayerNorm",
             Op::RmsNorm { .. } => "RmsNorm",
             Op::Modulate => "Modulate",
@@ -99,6 +106,7 @@ impl Op {
     pub fn attributes(&self) -> String {
         match self {
             Op::Cast { to } => format!("to={to}"),
+            Op::LinearResidual { conditioned: true } => "conditioned".into(),
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => format!("eps={eps:e}"),
             Op::Split { sizes } => format!("sizes={sizes:?}"),
             Op::ToHeads { heads } => format!("heads={heads}"),
@@ -124,6 +132,13 @@ impl Op {
             | Op::RopeTable { .. } => 1,
             Op::RmsNorm { .. } | Op::Add | Op::Concat { .. } | Op::SplitLike { .. } => 2,
             Op::Linear | Op::Modulate | Op::GatedResidual | Op::Rope | Op::Attention => 3,
+            Op::LinearResidual { conditioned } => {
+                if *conditioned {
+                    5
+                } else {
+                    3
+                }
+            }
         };
         if inputs.len() != arity {
             return Err(format!(
@@ -166,6 +181,33 @@ impl Op {
                     return Err(format!("Linear: x {x}, weight {w}, bias {b} do not fit"));
                 }
                 vec![x.with_last(out)]
+            }
+            Op::LinearResidual { conditioned } => {
+                let (x, w, b) = (inputs[0], inputs[1], inputs[2]);
+                let width = last(x)?;
+                let square = [Dim::Known(width), Dim::Known(width)];
+                if w.shape != square
+                    || b.shape != [Dim::Known(width)]
+                    || w.dtype != x.dtype
+                    || b.dtype != x.dtype
+                {
+                    return Err(format!(
+                        "LinearResidual: x {x}, weight {w}, bias {b} do not fit"
+                    ));
+                }
+                if *conditioned {
+                    let (c, u) = (inputs[3], inputs[4]);
+                    let k = last(c)?;
+                    if c.rank() != 2
+                        || c.shape[0] != x.shape[0]
+                        || u.shape != [Dim::Known(width), Dim::Known(k)]
+                    {
+                        return Err(format!(
+                            "LinearResidual: condition {c} and its weight {u} do not fit {x}"
+                        ));
+                    }
+                }
+                vec![x.clone()]
             }
             Op::LayerNorm { .. } | Op::Silu | Op::GeluTanh => vec![x.unwrap().clone()],
             Op::RmsNorm { .. } => {

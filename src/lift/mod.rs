@@ -10,7 +10,7 @@ mod single;
 use crate::checkpoint::FluxCheckpoint;
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::ir::{BlockId, Graph, Op, Value, Weight, WeightData};
+use crate::ir::{BlockId, BlockIo, Graph, Op, Stream, Value, Weight, WeightData};
 
 /// LayerNorm and RMSNorm epsilon of FLUX.1.
 pub const NORM_EPS: f32 = 1e-6;
@@ -48,14 +48,20 @@ pub fn lift(ckpt: &FluxCheckpoint, options: LiftOptions) -> Result<Graph> {
     let inputs = embed::lift_inputs(&mut lifter)?;
     let (mut img, mut txt, vec, pe) = embed::lift_embedders(&mut lifter, &inputs)?;
     for i in 0..cfg.double_blocks {
-        lifter.block = Some(BlockId::Double(i));
+        let block = BlockId::Double(i);
+        lifter.block = Some(block);
+        let (img_in, txt_in) = (img, txt);
         (img, txt) = double::lift_double_block(&mut lifter, i, img, txt, vec, pe)?;
+        lifter.record_block(block, vec, &[("img", img_in, img), ("txt", txt_in, txt)]);
     }
     lifter.block = None;
     let mut x = lifter.op(Op::Concat { axis: 1 }, "joint", &[txt, img])?;
     for i in 0..cfg.single_blocks {
-        lifter.block = Some(BlockId::Single(i));
+        let block = BlockId::Single(i);
+        lifter.block = Some(block);
+        let x_in = x;
         x = single::lift_single_block(&mut lifter, i, x, vec, pe)?;
+        lifter.record_block(block, vec, &[("x", x_in, x)]);
     }
     lifter.block = None;
     // Split where the text ends, measured on the model input so that no block output has to
@@ -85,6 +91,20 @@ pub(crate) struct Lifter<'a> {
 }
 
 impl Lifter<'_> {
+    fn record_block(&mut self, block: BlockId, condition: Value, streams: &[(&str, Value, Value)]) {
+        let streams = streams
+            .iter()
+            .map(|&(name, input, output)| Stream {
+                name: name.to_owned(),
+                input,
+                output,
+            })
+            .collect();
+        self.graph
+            .block_io
+            .insert(block, BlockIo { streams, condition });
+    }
+
     pub fn op(&mut self, op: Op, name: impl Into<String>, inputs: &[Value]) -> Result<Value> {
         self.graph.add1(op, name, self.block, inputs)
     }

@@ -39,26 +39,17 @@ pub fn lower(graph: &Graph, target: Target) -> Result<Lowered> {
             _ => l.lower_node(n)?,
         }
     }
-    // A model output must be produced by a node of its own name.
+    // A model output is the tensor of its name; rename through an Identity where needed.
     for (name, v) in &graph.outputs {
         let src = l.name(*v);
-        l.b.node("Identity", &[&src], &[name], vec![]);
+        if src != *name {
+            l.b.node("Identity", &[&src], &[name], vec![]);
+        }
     }
     Ok(Lowered {
         builder: l.b,
         weights,
     })
-}
-
-/// The ONNX tensor name of an IR value.
-pub fn value_name(graph: &Graph, v: Value) -> String {
-    let node = graph.node(v.node);
-    match &node.op {
-        Op::Weight(w) => w.name.clone(),
-        Op::Input { name, .. } => name.clone(),
-        _ if node.outputs.len() == 1 => node.name.clone(),
-        _ => format!("{}:{}", node.name, v.port),
-    }
 }
 
 struct Lowerer<'a> {
@@ -69,7 +60,7 @@ struct Lowerer<'a> {
 
 impl Lowerer<'_> {
     fn name(&self, v: Value) -> String {
-        value_name(self.graph, v)
+        self.graph.value_name(v)
     }
 
     fn lower_node(&mut self, n: NodeIndex) -> Result<()> {
@@ -94,25 +85,30 @@ impl Lowerer<'_> {
                 let to = data_type(*to) as i64;
                 b.node("Cast", &ins, &[out], vec![("to", Attr::Int(to))]);
             }
-            Op::Linear => match self.target {
-                Target::Cuda => {
-                    let product = tmp("matmul");
-                    let attrs = vec![("transB", Attr::Int(1)), ("alpha", Attr::Float(1.0))];
-                    b.node_in("FusedMatMul", CONTRIB_DOMAIN, &ins[..2], &[&product], attrs);
-                    b.node("Add", &[&product, ins[2]], &[out], vec![]);
-                }
-                Target::Portable => {
-                    let (wt, product) = (tmp("weight_t"), tmp("matmul"));
-                    b.node(
-                        "Transpose",
-                        &[ins[1]],
-                        &[&wt],
-                        vec![("perm", Attr::Ints(vec![1, 0]))],
-                    );
-                    b.node("MatMul", &[ins[0], &wt], &[&product], vec![]);
-                    b.node("Add", &[&product, ins[2]], &[out], vec![]);
-                }
-            },
+            Op::Linear => {
+                let product = tmp("matmul");
+                matmul_transposed(b, self.target, ins[0], ins[1], &product, &tmp);
+                b.node("Add", &[&product, ins[2]], &[out], vec![]);
+            }
+            Op::LinearResidual { conditioned } => {
+                let (product, branch) = (tmp("matmul"), tmp("branch"));
+                matmul_transposed(b, self.target, ins[0], ins[1], &product, &tmp);
+                b.node("Add", &[&product, ins[2]], &[&branch], vec![]);
+                let branch = if *conditioned {
+                    let (cond, per_token, with_cond) =
+                        (tmp("cond_matmul"), tmp("cond"), tmp("branch_cond"));
+                    matmul_transposed(b, self.target, ins[3], ins[4], &cond, &|s| {
+                        tmp(&format!("cond_{s}"))
+                    });
+                    let axes = b.ints(&[1]);
+                    b.node("Unsqueeze", &[&cond, &axes], &[&per_token], vec![]);
+                    b.node("Add", &[&branch, &per_token], &[&with_cond], vec![]);
+                    with_cond
+                } else {
+                    branch
+                };
+                b.node("Add", &[ins[0], &branch], &[out], vec![]);
+            }
             Op::LayerNorm { eps } => {
                 let width = last_dim(self.graph, n)?;
                 let ones = b.floats(
@@ -376,6 +372,34 @@ impl Lowerer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// `x Wᵀ` for a weight stored `[out, in]`: ONNX Runtime's FusedMatMul with `transB` on the
+/// CUDA target (no transposed copy of the weight), a Transpose and MatMul elsewhere.
+fn matmul_transposed(
+    b: &mut GraphBuilder,
+    target: Target,
+    x: &str,
+    w: &str,
+    out: &str,
+    tmp: &dyn Fn(&str) -> String,
+) {
+    match target {
+        Target::Cuda => {
+            let attrs = vec![("transB", Attr::Int(1)), ("alpha", Attr::Float(1.0))];
+            b.node_in("FusedMatMul", CONTRIB_DOMAIN, &[x, w], &[out], attrs);
+        }
+        Target::Portable => {
+            let wt = tmp("weight_t");
+            b.node(
+                "Transpose",
+                &[w],
+                &[&wt],
+                vec![("perm", Attr::Ints(vec![1, 0]))],
+            );
+            b.node("MatMul", &[x, &wt], &[out], vec![]);
+        }
     }
 }
 

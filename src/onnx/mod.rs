@@ -49,7 +49,58 @@ pub fn export(
     options: &ExportOptions,
 ) -> Result<ExportSummary> {
     let lowered = lower::lower(graph, options.target)?;
-    let weights: Vec<&Weight> = lowered
+    let weights = weights_of(graph, &lowered)?;
+    let pending = writer::PendingOutput::new(path)?;
+    let location = pending.data_location();
+    let (initializers, weight_bytes) = writer::write_weights(
+        ckpt,
+        &weights,
+        pending.create_data()?,
+        &location,
+        options.show_progress,
+    )?;
+    let onnx_nodes = lowered.builder.nodes.len();
+    let bytes =
+        model_proto(graph, lowered.builder, initializers, &options.metadata).encode_to_vec();
+    pending.write_model(&bytes)?;
+    pending.commit()?;
+    Ok(ExportSummary {
+        parameters: weights.iter().map(|w| w.numel()).sum(),
+        weight_bytes,
+        model_bytes: bytes.len() as u64,
+        onnx_nodes,
+    })
+}
+
+/// Lowers `graph` into a serialized model with every weight embedded: for pieces of a model
+/// (one block) that ONNX Runtime loads from memory during calibration. Below 2 GB only.
+pub fn to_embedded_bytes(graph: &Graph, ckpt: &FluxCheckpoint, target: Target) -> Result<Vec<u8>> {
+    let lowered = lower::lower(graph, target)?;
+    let weights = weights_of(graph, &lowered)?;
+    let mut initializers = Vec::with_capacity(weights.len());
+    for w in weights {
+        let mut raw_data = Vec::with_capacity(w.byte_len());
+        w.write_bytes(ckpt, &mut raw_data)?;
+        initializers.push(proto::TensorProto {
+            name: w.name.clone(),
+            data_type: builder::data_type(w.dtype) as i32,
+            dims: w.shape.iter().map(|&d| d as i64).collect(),
+            raw_data,
+            ..Default::default()
+        });
+    }
+    let model = model_proto(graph, lowered.builder, initializers, &[]);
+    if model.encoded_len() >= i32::MAX as usize {
+        return Err(Error::Internal(format!(
+            "an in-memory piece of the model needs {} bytes, over protobuf's 2 GB limit",
+            model.encoded_len()
+        )));
+    }
+    Ok(model.encode_to_vec())
+}
+
+fn weights_of<'g>(graph: &'g Graph, lowered: &lower::Lowered) -> Result<Vec<&'g Weight>> {
+    lowered
         .weights
         .iter()
         .map(|&n| match &graph.node(n).op {
@@ -58,19 +109,16 @@ pub fn export(
                 "lowering listed a non-weight as weight".into(),
             )),
         })
-        .collect::<Result<_>>()?;
-    let pending = writer::PendingOutput::new(path)?;
-    let location = pending.data_location();
-    let (mut initializers, weight_bytes) = writer::write_weights(
-        ckpt,
-        &weights,
-        pending.create_data()?,
-        &location,
-        options.show_progress,
-    )?;
-    let mut builder = lowered.builder;
+        .collect()
+}
+
+fn model_proto(
+    graph: &Graph,
+    mut builder: builder::GraphBuilder,
+    mut initializers: Vec<proto::TensorProto>,
+    metadata: &[(String, String)],
+) -> ModelProto {
     initializers.append(&mut builder.constants);
-    let onnx_nodes = builder.nodes.len();
     let input = graph
         .topo_order()
         .into_iter()
@@ -94,7 +142,7 @@ pub fn export(
             version: 1,
         });
     }
-    let model = ModelProto {
+    ModelProto {
         ir_version: IR_VERSION,
         opset_import,
         producer_name: "fastflux".into(),
@@ -107,8 +155,7 @@ pub fn export(
             output,
             ..Default::default()
         }),
-        metadata_props: options
-            .metadata
+        metadata_props: metadata
             .iter()
             .map(|(key, value)| StringStringEntryProto {
                 key: key.clone(),
@@ -116,14 +163,5 @@ pub fn export(
             })
             .collect(),
         ..Default::default()
-    };
-    let bytes = model.encode_to_vec();
-    pending.write_model(&bytes)?;
-    pending.commit()?;
-    Ok(ExportSummary {
-        parameters: weights.iter().map(|w| w.numel()).sum(),
-        weight_bytes,
-        model_bytes: bytes.len() as u64,
-        onnx_nodes,
-    })
+    }
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+pub mod staged;
+
 use half::{bf16, f16};
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
@@ -143,8 +145,8 @@ pub fn run_model_file(
     threads: usize,
 ) -> Result<Vec<NamedTensor>, RuntimeError> {
     let model = path.display().to_string();
-    let session = commit(&model, threads, |b| b.commit_from_file(path))?;
-    run_session(session, &model, inputs)
+    let mut session = commit(&model, threads, |b| b.commit_from_file(path))?;
+    run_session(&mut session, &model, inputs)
 }
 
 /// [`run_model_file`] for a serialized model in memory. All weights must be embedded: ONNX
@@ -154,9 +156,27 @@ pub fn run_model_bytes(
     inputs: &[NamedTensor],
     threads: usize,
 ) -> Result<Vec<NamedTensor>, RuntimeError> {
-    let name = format!("<in-memory model, {} bytes>", model.len());
-    let session = commit(&name, threads, |b| b.commit_from_memory(model))?;
-    run_session(session, &name, inputs)
+    LoadedModel::from_bytes(model, threads)?.run(inputs)
+}
+
+/// A session kept for several runs (a calibration stage runs once per chunk of samples).
+pub struct LoadedModel {
+    session: Session,
+    name: String,
+}
+
+impl LoadedModel {
+    /// Builds a session from a serialized model with all weights embedded; `model` may be
+    /// dropped afterwards (ONNX Runtime keeps its own copy of the weights).
+    pub fn from_bytes(model: &[u8], threads: usize) -> Result<Self, RuntimeError> {
+        let name = format!("<in-memory model, {} bytes>", model.len());
+        let session = commit(&name, threads, |b| b.commit_from_memory(model))?;
+        Ok(Self { session, name })
+    }
+
+    pub fn run(&mut self, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor>, RuntimeError> {
+        run_session(&mut self.session, &self.name, inputs)
+    }
 }
 
 fn commit(
@@ -178,7 +198,7 @@ fn commit(
 }
 
 fn run_session(
-    mut session: Session,
+    session: &mut Session,
     model: &str,
     inputs: &[NamedTensor],
 ) -> Result<Vec<NamedTensor>, RuntimeError> {

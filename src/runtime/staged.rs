@@ -1,0 +1,263 @@
+//! Running a graph stage by stage in ONNX Runtime: the prologue (embedders), each transformer
+//! block, and what lies between and after. Each stage is extracted from the IR and loaded as a
+//! model of its own with its weights embedded, so memory holds one block's weights plus the
+//! activations that are still needed. Calibration reads and rewrites activations between stages.
+
+use super::{LoadedModel, NamedTensor};
+use crate::checkpoint::FluxCheckpoint;
+use crate::error::{Error, Result};
+use crate::ir::{BlockId, Dim, Graph, Op, Value};
+use crate::onnx::{self, Target};
+use indicatif::ProgressBar;
+use petgraph::stable_graph::NodeIndex;
+use std::collections::{BTreeMap, HashMap};
+
+/// Activations by value, every sample stacked on the batch axis.
+pub type Env = HashMap<Value, NamedTensor>;
+
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// The block this stage computes, or `None` for the nodes around the blocks.
+    pub block: Option<BlockId>,
+    pub nodes: Vec<NodeIndex>,
+    pub inputs: Vec<Value>,
+    pub outputs: Vec<Value>,
+}
+
+pub struct StagedRunner<'a> {
+    graph: &'a Graph,
+    ckpt: &'a FluxCheckpoint,
+    stages: Vec<Stage>,
+    /// The last stage that reads each value.
+    last_use: HashMap<Value, usize>,
+    /// Samples per ONNX Runtime call: attention needs (tokens² · heads) floats per sample.
+    batch: usize,
+    threads: usize,
+    progress: ProgressBar,
+}
+
+impl<'a> StagedRunner<'a> {
+    pub fn new(graph: &'a Graph, ckpt: &'a FluxCheckpoint, batch: usize, threads: usize) -> Self {
+        let stages = plan_stages(graph);
+        let mut last_use = HashMap::new();
+        for (k, stage) in stages.iter().enumerate() {
+            for &v in &stage.inputs {
+                last_use.insert(v, k);
+            }
+        }
+        Self {
+            graph,
+            ckpt,
+            stages,
+            last_use,
+            batch: batch.max(1),
+            threads,
+            progress: ProgressBar::hidden(),
+        }
+    }
+
+    pub fn with_progress(mut self, progress: ProgressBar) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The graph's inputs, taken by name from `inputs`.
+    pub fn load_inputs(&self, inputs: &[NamedTensor]) -> Result<Env> {
+        let mut env = Env::new();
+        for n in self.graph.graph.node_indices() {
+            if let Op::Input { name, .. } = &self.graph.node(n).op {
+                let tensor = inputs
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .ok_or_else(|| Error::Usage(format!("the inputs lack `{name}`")))?;
+                env.insert(Value { node: n, port: 0 }, tensor.clone());
+            }
+        }
+        Ok(env)
+    }
+
+    /// Runs every stage; returns the graph's outputs by name.
+    pub fn run(&self, inputs: &[NamedTensor]) -> Result<BTreeMap<String, NamedTensor>> {
+        let mut env = self.load_inputs(inputs)?;
+        for k in 0..self.stages.len() {
+            self.run_stage(k, &mut env)?;
+            self.release(k, &mut env);
+        }
+        self.graph
+            .outputs
+            .iter()
+            .map(|(name, v)| {
+                let t = env
+                    .get(v)
+                    .ok_or_else(|| Error::Internal(format!("output `{name}` not computed")))?;
+                Ok((name.clone(), t.clone()))
+            })
+            .collect()
+    }
+
+    /// Runs stage `k` over all samples, chunk by chunk, and stores its outputs in `env`.
+    pub fn run_stage(&self, k: usize, env: &mut Env) -> Result<()> {
+        let stage = &self.stages[k];
+        let (piece, external) = self.graph.extract(&stage.nodes, &stage.outputs)?;
+        let bytes = onnx::to_embedded_bytes(&piece, self.ckpt, Target::Cuda)?;
+        let mut model = LoadedModel::from_bytes(&bytes, self.threads)
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        drop(bytes);
+        let samples = self.samples(env, &external)?;
+        let mut results: Vec<NamedTensor> = Vec::new();
+        for start in (0..samples).step_by(self.batch) {
+            let end = (start + self.batch).min(samples);
+            let inputs: Vec<NamedTensor> = external
+                .iter()
+                .map(|&v| {
+                    let t = &env[&v];
+                    if self.batched(v) {
+                        slice_batch(t, start, end)
+                    } else {
+                        t.clone()
+                    }
+                })
+                .collect();
+            let outputs = model
+                .run(&inputs)
+                .map_err(|e| Error::Runtime(e.to_string()))?;
+            if results.is_empty() {
+                results = outputs;
+            } else {
+                // Per-sample outputs are stacked; the others (RoPE tables) are the same every time.
+                for ((acc, out), &v) in results.iter_mut().zip(outputs).zip(&stage.outputs) {
+                    if self.batched(v) {
+                        acc.data.extend_from_slice(&out.data);
+                        acc.shape[0] += out.shape[0];
+                    }
+                }
+            }
+            self.progress.inc(1);
+        }
+        for (&v, tensor) in stage.outputs.iter().zip(results) {
+            env.insert(v, tensor);
+        }
+        Ok(())
+    }
+
+    /// Drops what no stage after `k` reads (model outputs stay).
+    pub fn release(&self, k: usize, env: &mut Env) {
+        let outputs: Vec<Value> = self.graph.outputs.iter().map(|(_, v)| *v).collect();
+        env.retain(|v, _| {
+            outputs.contains(v) || self.last_use.get(v).is_some_and(|&last| last > k)
+        });
+    }
+
+    /// How many chunks a full run makes (for progress bars).
+    pub fn chunks(&self, samples: usize) -> u64 {
+        (self.stages.len() * samples.div_ceil(self.batch)) as u64
+    }
+
+    fn batched(&self, v: Value) -> bool {
+        self.graph.ty(v).shape.first() == Some(&Dim::sym("B"))
+    }
+
+    fn samples(&self, env: &Env, external: &[Value]) -> Result<usize> {
+        let batched = external.iter().find(|&&v| self.batched(v));
+        Ok(match batched {
+            Some(v) => {
+                env.get(v)
+                    .ok_or_else(|| Error::Internal("stage input not computed".into()))?
+                    .shape[0]
+            }
+            None => 1,
+        })
+    }
+}
+
+fn slice_batch(t: &NamedTensor, start: usize, end: usize) -> NamedTensor {
+    let row: usize = t.shape[1..].iter().product();
+    let mut shape = t.shape.clone();
+    shape[0] = end - start;
+    NamedTensor {
+        name: t.name.clone(),
+        shape,
+        data: t.data[start * row..end * row].to_vec(),
+    }
+}
+
+/// Splits the graph's compute nodes into stages in model order: a block's nodes form one stage;
+/// a node outside the blocks runs with the stage right after the last block it depends on
+/// (so the embedders, and everything that reads only them, run first).
+pub fn plan_stages(graph: &Graph) -> Vec<Stage> {
+    let blocks: Vec<BlockId> = graph.blocks().into_iter().collect();
+    let rank = |b: BlockId| blocks.iter().position(|&x| x == b).expect("block in graph");
+    // Position 2·(rank+1) is a block; odd positions are the gaps after it; 0 the prologue.
+    let mut position: HashMap<NodeIndex, usize> = HashMap::new();
+    let mut groups: BTreeMap<usize, Vec<NodeIndex>> = BTreeMap::new();
+    for n in graph.topo_order() {
+        let node = graph.node(n);
+        if matches!(node.op, Op::Weight(_) | Op::Input { .. }) {
+            position.insert(n, 0);
+            continue;
+        }
+        let pos = match node.block {
+            Some(b) => 2 * (rank(b) + 1),
+            None => {
+                let after = graph
+                    .inputs(n)
+                    .iter()
+                    .map(|v| position[&v.node])
+                    .max()
+                    .unwrap_or(0);
+                if after % 2 == 0 && after > 0 {
+                    after + 1
+                } else {
+                    after
+                }
+            }
+        };
+        position.insert(n, pos);
+        groups.entry(pos).or_default().push(n);
+    }
+    let mut stages: Vec<Stage> = groups
+        .into_iter()
+        .map(|(pos, nodes)| Stage {
+            block: (pos > 0 && pos % 2 == 0).then(|| blocks[pos / 2 - 1]),
+            nodes,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        })
+        .collect();
+    let stage_of: HashMap<NodeIndex, usize> = stages
+        .iter()
+        .enumerate()
+        .flat_map(|(k, s)| s.nodes.iter().map(move |&n| (n, k)))
+        .collect();
+    let model_outputs: Vec<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
+    for k in 0..stages.len() {
+        let mut inputs = Vec::new();
+        let mut outputs = Vec::new();
+        for &n in &stages[k].nodes {
+            for v in graph.inputs(n) {
+                let outside = stage_of.get(&v.node).is_none_or(|&s| s != k);
+                let is_weight = matches!(graph.node(v.node).op, Op::Weight(_));
+                if outside && !is_weight && !inputs.contains(&v) {
+                    inputs.push(v);
+                }
+            }
+            for port in 0..graph.node(n).outputs.len() {
+                let v = Value { node: n, port };
+                let read_elsewhere = graph
+                    .users(v)
+                    .iter()
+                    .any(|(u, _)| stage_of.get(u) != Some(&k));
+                if read_elsewhere || model_outputs.contains(&v) {
+                    outputs.push(v);
+                }
+            }
+        }
+        stages[k].inputs = inputs;
+        stages[k].outputs = outputs;
+    }
+    stages
+}
