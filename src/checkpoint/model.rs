@@ -237,11 +237,13 @@ impl Lookup<'_> {
 }
 
 /// Blocks are counted as one past the highest index present, so that a gap (block 7 of 19
-/// missing) is reported as block 7's missing tensors rather than as a 7-block model.
+/// missing) is reported as block 7's missing tensors rather than as a 7-block model. Past the
+/// first gap the count stops one beyond it: resolution fails on that block anyway, and a stray
+/// index (`double_blocks.18446744073709551615.…`) must not overflow or list absurdly many blocks.
 fn count_blocks(checkpoint: &Checkpoint, scheme: &Scheme) -> (usize, usize) {
     let (double, single) = scheme.block_prefixes();
     let count = |prefix: &str| {
-        checkpoint
+        let present: BTreeSet<usize> = checkpoint
             .keys()
             .filter_map(|k| {
                 k.strip_prefix(prefix)?
@@ -250,8 +252,13 @@ fn count_blocks(checkpoint: &Checkpoint, scheme: &Scheme) -> (usize, usize) {
                     .parse::<usize>()
                     .ok()
             })
-            .max()
-            .map_or(0, |i| i + 1)
+            .collect();
+        // At most `present.len()`, so neither this nor the `+ 1` below can overflow.
+        let gap = (0..).find(|i| !present.contains(i)).unwrap_or(0);
+        match present.last() {
+            Some(&last) if last > gap => gap + 1,
+            _ => gap,
+        }
     };
     (count(&double), count(&single))
 }
