@@ -77,7 +77,18 @@ impl FluxConfig {
         let mlp_hidden = if double_blocks > 0 {
             need("double_blocks.0.img_mlp.0.weight", 2)?[0]
         } else {
-            need("single_blocks.0.linear1.weight", 2)?[0] - 3 * hidden
+            let linear1 = "single_blocks.0.linear1.weight";
+            let rows = need(linear1, 2)?[0];
+            rows.checked_sub(3 * hidden).ok_or_else(|| {
+                Error::tensor(
+                    origin,
+                    linear1,
+                    format!(
+                        "has {rows} rows, fewer than the {} of q, k and v (3 × hidden size {hidden})",
+                        3 * hidden
+                    ),
+                )
+            })?
         };
         let axes_dim = match axes {
             Some(axes) => axes,

@@ -159,18 +159,20 @@ impl Lookup<'_> {
                 )
             })
         };
-        let wrong_shape = |key: &str, found: &[usize], expected: &[usize]| {
+        // Named against the file that holds the tensor: for a sharded diffusers checkpoint
+        // that is the shard to look at, not the index the user passed.
+        let wrong_shape = |file: &Path, key: &str, found: &[usize], expected: &[usize]| {
             Error::tensor(
-                origin,
+                file,
                 key,
                 format!("expected shape {expected:?} (canonical `{name}`), found {found:?}"),
             )
         };
         let (pieces, dtype) = match self.scheme.layout(name) {
             Layout::Direct(key) => {
-                let (_, info) = find(&key)?;
+                let (file, info) = find(&key)?;
                 if info.shape != shape {
-                    return Err(wrong_shape(&key, &info.shape, shape));
+                    return Err(wrong_shape(file.path(), &key, &info.shape, shape));
                 }
                 (
                     vec![Piece {
@@ -181,9 +183,9 @@ impl Lookup<'_> {
                 )
             }
             Layout::SwappedHalves(key) => {
-                let (_, info) = find(&key)?;
+                let (file, info) = find(&key)?;
                 if info.shape != shape || !shape[0].is_multiple_of(2) {
-                    return Err(wrong_shape(&key, &info.shape, shape));
+                    return Err(wrong_shape(file.path(), &key, &info.shape, shape));
                 }
                 let half = shape[0] / 2;
                 let pieces = vec![
@@ -200,11 +202,11 @@ impl Lookup<'_> {
                 let mut rows = 0;
                 let mut dtype = None;
                 for key in keys {
-                    let (_, info) = find(&key)?;
+                    let (file, info) = find(&key)?;
                     if info.shape.len() != shape.len() || info.shape[1..] != shape[1..] {
                         let mut expected = shape.to_vec();
                         expected[0] = info.shape.first().copied().unwrap_or(0);
-                        return Err(wrong_shape(&key, &info.shape, &expected));
+                        return Err(wrong_shape(file.path(), &key, &info.shape, &expected));
                     }
                     dtype.get_or_insert(info.dtype);
                     rows += info.shape[0];
@@ -235,11 +237,13 @@ impl Lookup<'_> {
 }
 
 /// Blocks are counted as one past the highest index present, so that a gap (block 7 of 19
-/// missing) is reported as block 7's missing tensors rather than as a 7-block model.
+/// missing) is reported as block 7's missing tensors rather than as a 7-block model. Past the
+/// first gap the count stops one beyond it: resolution fails on that block anyway, and a stray
+/// index (`double_blocks.18446744073709551615.…`) must not overflow or list absurdly many blocks.
 fn count_blocks(checkpoint: &Checkpoint, scheme: &Scheme) -> (usize, usize) {
     let (double, single) = scheme.block_prefixes();
     let count = |prefix: &str| {
-        checkpoint
+        let present: BTreeSet<usize> = checkpoint
             .keys()
             .filter_map(|k| {
                 k.strip_prefix(prefix)?
@@ -248,8 +252,13 @@ fn count_blocks(checkpoint: &Checkpoint, scheme: &Scheme) -> (usize, usize) {
                     .parse::<usize>()
                     .ok()
             })
-            .max()
-            .map_or(0, |i| i + 1)
+            .collect();
+        // At most `present.len()`, so neither this nor the `+ 1` below can overflow.
+        let gap = (0..).find(|i| !present.contains(i)).unwrap_or(0);
+        match present.last() {
+            Some(&last) if last > gap => gap + 1,
+            _ => gap,
+        }
     };
     (count(&double), count(&single))
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 const DIFFUSERS_INDEX: &str = "diffusion_pytorch_model.safetensors.index.json";
 const DIFFUSERS_SINGLE: &str = "diffusion_pytorch_model.safetensors";
+const DIFFUSERS_PICKLE: &str = "diffusion_pytorch_model.bin";
+const DIFFUSERS_PICKLE_INDEX: &str = "diffusion_pytorch_model.bin.index.json";
 const PICKLE_EXTENSIONS: [&str; 6] = ["ckpt", "pt", "pth", "bin", "pkl", "pickle"];
 
 /// A set of mapped safetensors files seen as one key space.
@@ -55,6 +57,12 @@ impl Checkpoint {
             let file = open_safetensors(&single)?;
             let config = read_config(folder)?;
             return Self::from_files(folder, vec![file], config);
+        }
+        // `save_pretrained(safe_serialization=False)` writes the transformer as a pickle.
+        for pickle in [DIFFUSERS_PICKLE, DIFFUSERS_PICKLE_INDEX] {
+            if folder.join(pickle).is_file() {
+                return Err(pickle_error(&folder.join(pickle)));
+            }
         }
         Err(Error::file(
             folder,

@@ -42,6 +42,16 @@ impl PendingOutput {
             ));
         }
         let data = dir.join(format!("{file_name}.data"));
+        // Checked before anything is written: a rename onto a folder fails, and when it is the
+        // model's that fails, the data file has already been renamed into place.
+        for target in [model, data.as_path()] {
+            if target.is_dir() {
+                return Err(Error::file(
+                    target,
+                    "is a folder; the output must be a file path (e.g. -o folder/model.onnx)",
+                ));
+            }
+        }
         let tag = std::process::id();
         Ok(Self {
             model: model.to_owned(),
@@ -60,18 +70,23 @@ impl PendingOutput {
             .unwrap_or_default()
     }
 
+    /// Errors name the output the user asked for, not the temporary name it is written under.
     pub fn create_data(&self) -> Result<File> {
-        File::create(&self.tmp_data).map_err(|e| Error::io(&self.tmp_data, e))
+        File::create(&self.tmp_data).map_err(|e| Error::io(&self.data, e))
     }
 
     pub fn write_model(&self, bytes: &[u8]) -> Result<()> {
-        std::fs::write(&self.tmp_model, bytes).map_err(|e| Error::io(&self.tmp_model, e))
+        std::fs::write(&self.tmp_model, bytes).map_err(|e| Error::io(&self.model, e))
     }
 
     /// Renames both files into place, data first so the model never points at a missing file.
     pub fn commit(mut self) -> Result<()> {
         std::fs::rename(&self.tmp_data, &self.data).map_err(|e| Error::io(&self.data, e))?;
-        std::fs::rename(&self.tmp_model, &self.model).map_err(|e| Error::io(&self.model, e))?;
+        if let Err(e) = std::fs::rename(&self.tmp_model, &self.model) {
+            // Without its model the data file just put in place is half an output.
+            let _ = std::fs::remove_file(&self.data);
+            return Err(Error::io(&self.model, e));
+        }
         self.committed = true;
         Ok(())
     }
