@@ -234,10 +234,10 @@ pub fn plan_stages(graph: &Graph) -> Vec<Stage> {
         .flat_map(|(k, s)| s.nodes.iter().map(move |&n| (n, k)))
         .collect();
     let model_outputs: Vec<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
-    for k in 0..stages.len() {
+    for (k, stage) in stages.iter_mut().enumerate() {
         let mut inputs = Vec::new();
         let mut outputs = Vec::new();
-        for &n in &stages[k].nodes {
+        for &n in &stage.nodes {
             for v in graph.inputs(n) {
                 let outside = stage_of.get(&v.node).is_none_or(|&s| s != k);
                 let is_weight = matches!(graph.node(v.node).op, Op::Weight(_));
@@ -256,8 +256,8 @@ pub fn plan_stages(graph: &Graph) -> Vec<Stage> {
                 }
             }
         }
-        stages[k].inputs = inputs;
-        stages[k].outputs = outputs;
+        stage.inputs = inputs;
+        stage.outputs = outputs;
     }
     stages
 }
