@@ -194,10 +194,13 @@ impl Graph {
             }
         }
         for io in self.block_io.values_mut() {
-            for stream in &mut io.streams {
-                if stream.output == from {
-                    stream.output = to;
+            for v in io.streams.iter_mut().flat_map(|s| [&mut s.input, &mut s.output]) {
+                if *v == from {
+                    *v = to;
                 }
+            }
+            if io.condition == from {
+                io.condition = to;
             }
         }
     }

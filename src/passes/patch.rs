@@ -1,0 +1,63 @@
+//! Patches: new nodes plus the uses they take over, applied in one step. Rules build them
+//! without mutating the graph, so a rule can be read (and tested) as a pure function.
+
+use crate::error::Result;
+use crate::ir::{BlockId, Graph, Op, Value};
+
+/// A value a patch refers to: one already in the graph, or an output of a node it adds.
+#[derive(Copy, Clone, Debug)]
+pub enum PatchValue {
+    Old(Value),
+    New { node: usize, port: usize },
+}
+
+struct PatchNode {
+    op: Op,
+    name: String,
+    block: Option<BlockId>,
+    inputs: Vec<PatchValue>,
+}
+
+#[derive(Default)]
+pub struct Patch {
+    nodes: Vec<PatchNode>,
+    replace: Vec<(Value, PatchValue)>,
+}
+
+impl Patch {
+    /// Adds a node; returns its first output.
+    pub fn add(&mut self, op: Op, name: impl Into<String>, block: Option<BlockId>, inputs: &[PatchValue]) -> PatchValue {
+        self.nodes.push(PatchNode {
+            op,
+            name: name.into(),
+            block,
+            inputs: inputs.to_vec(),
+        });
+        PatchValue::New {
+            node: self.nodes.len() - 1,
+            port: 0,
+        }
+    }
+
+    /// Every use of `old` (by nodes, model outputs and block records) moves to `new`.
+    pub fn replace(&mut self, old: Value, new: PatchValue) {
+        self.replace.push((old, new));
+    }
+}
+
+/// Applies `patch`; then removes the nodes nothing depends on. Returns how many were removed.
+pub fn apply(graph: &mut Graph, patch: Patch) -> Result<usize> {
+    let mut added: Vec<Vec<Value>> = Vec::with_capacity(patch.nodes.len());
+    let resolve = |added: &Vec<Vec<Value>>, v: PatchValue| match v {
+        PatchValue::Old(v) => v,
+        PatchValue::New { node, port } => added[node][port],
+    };
+    for node in patch.nodes {
+        let inputs: Vec<Value> = node.inputs.iter().map(|&v| resolve(&added, v)).collect();
+        added.push(graph.add(node.op, node.name, node.block, &inputs)?);
+    }
+    for (old, new) in patch.replace {
+        graph.replace_uses(old, resolve(&added, new));
+    }
+    Ok(graph.remove_dead())
+}
