@@ -4,6 +4,8 @@
 use crate::checkpoint::FluxCheckpoint;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::fit::brll::{self as brll_run, BrllOptions, BrllOutcome};
+use crate::ir::cost::Tokens;
 use crate::ir::{BlockId, Graph, Op};
 use crate::lift::{self, LiftOptions};
 use crate::onnx::{self, ExportOptions, ExportSummary, Target};
@@ -20,6 +22,8 @@ pub struct CompileOptions {
     pub axes_dim: Option<Vec<usize>>,
     pub target: Target,
     pub show_progress: bool,
+    /// `--replace` / `--prune`: BRLL and its calibration.
+    pub brll: Option<BrllOptions>,
 }
 
 pub struct Compiled {
@@ -42,8 +46,13 @@ pub fn compile(options: &CompileOptions) -> Result<String> {
     let output = options.output.as_deref().ok_or_else(|| {
         Error::Usage("no output path: pass -o OUT.onnx (or --plan to only inspect)".into())
     })?;
-    let compiled = prepare(options)?;
+    let mut compiled = prepare(options)?;
     refuse_to_overwrite_inputs(&compiled.ckpt, output)?;
+    let original = compiled.graph.clone();
+    let brll = match &options.brll {
+        Some(brll) => Some(brll_run::run(&compiled.ckpt, &mut compiled.graph, brll)?),
+        None => None,
+    };
     let metadata = vec![
         (
             "fastflux.source".to_owned(),
@@ -61,12 +70,17 @@ pub fn compile(options: &CompileOptions) -> Result<String> {
         metadata,
     };
     let summary = onnx::export(&compiled.graph, &compiled.ckpt, output, &export)?;
-    Ok(report(
-        &compiled,
-        output,
-        &summary,
-        start.elapsed().as_secs_f64(),
-    ))
+    let mut text = report(&compiled, output, &summary, start.elapsed().as_secs_f64());
+    if let Some(outcome) = &brll {
+        text.push('\n');
+        text.push_str(&brll_report(
+            &original,
+            &compiled.graph,
+            outcome,
+            options.brll.as_ref(),
+        ));
+    }
+    Ok(text)
 }
 
 fn report(c: &Compiled, output: &Path, s: &ExportSummary, seconds: f64) -> String {
@@ -102,6 +116,111 @@ fn report(c: &Compiled, output: &Path, s: &ExportSummary, seconds: f64) -> Strin
         "  time         {seconds:.1} s ({}/s)",
         human_bytes((s.weight_bytes as f64 / seconds.max(1e-9)) as u64)
     );
+    r
+}
+
+/// What BRLL replaced, what it saves, and how close the pruned model stays.
+fn brll_report(
+    original: &Graph,
+    pruned: &Graph,
+    outcome: &BrllOutcome,
+    options: Option<&BrllOptions>,
+) -> String {
+    let mut r = String::new();
+    let tokens = options.map_or(
+        Tokens {
+            image: 4096,
+            text: 512,
+        },
+        |o| Tokens {
+            image: o.synthetic.image_tokens,
+            text: o.synthetic.text_tokens,
+        },
+    );
+    let _ = writeln!(
+        r,
+        "BRLL: {} blocks replaced ({} calibration samples)",
+        outcome.replaced.len(),
+        outcome.calibration_samples
+    );
+    for b in &outcome.replaced {
+        let streams: Vec<String> = b
+            .fit
+            .streams
+            .iter()
+            .map(|s| format!("{} {:.4}", s.stream, s.relative_error))
+            .collect();
+        let _ = writeln!(
+            r,
+            "  {:<18} fit error {:.4} ({})",
+            b.block.to_string(),
+            b.fit_error,
+            streams.join(", ")
+        );
+    }
+    let (before, after) = (original.parameters(), pruned.parameters());
+    let _ = writeln!(
+        r,
+        "  parameters         {} -> {} ({:.1}% fewer)",
+        human(before as f64),
+        human(after as f64),
+        100.0 * (1.0 - after as f64 / before as f64)
+    );
+    let (f0, f1) = (
+        original.flops_per_image_token(tokens),
+        pruned.flops_per_image_token(tokens),
+    );
+    let _ = writeln!(
+        r,
+        "  FLOPs/image token  {} -> {} ({:.1}% fewer; at {} image, {} text tokens)",
+        human(f0),
+        human(f1),
+        100.0 * (1.0 - f1 / f0),
+        tokens.image,
+        tokens.text
+    );
+    match outcome.verification {
+        Some((error, cosine)) => {
+            let _ = write!(
+                r,
+                "  verification       relative L2 error {error:.4}, cosine similarity {cosine:.5} (held-out inputs, f32)"
+            );
+        }
+        None => {
+            let _ = write!(r, "  verification       not run (pass --verify)");
+        }
+    }
+    r
+}
+
+/// The ranking table of `--plan` with BRLL flags: every block's fit on the original activations.
+fn ranking_table(reports: &[crate::fit::calibrate::BlockReport]) -> String {
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "BRLL ranking (every block fitted on the original model's activations):"
+    );
+    let _ = writeln!(
+        r,
+        "  {:<18} {:>10} {:>12} {:>16}",
+        "block", "fit error", "cos(in,out)", "params saved"
+    );
+    let mut sorted: Vec<_> = reports.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.fit_error
+            .total_cmp(&b.fit_error)
+            .then(a.block.cmp(&b.block))
+    });
+    for b in sorted {
+        let _ = writeln!(
+            r,
+            "  {:<18} {:>10.4} {:>12.4} {:>16}",
+            b.block.to_string(),
+            b.fit_error,
+            b.cosine,
+            human(b.params_saved as f64)
+        );
+    }
     r
 }
 
@@ -143,6 +262,9 @@ pub fn plan(options: &CompileOptions) -> Result<String> {
     let _ = writeln!(r, "parameters by part:");
     for (part, n) in parameters_by_part(&c.graph) {
         let _ = writeln!(r, "  {part:<22} {:>10}", human(n as f64));
+    }
+    if let Some(brll) = &options.brll {
+        r.push_str(&ranking_table(&brll_run::rank(&c.ckpt, brll)?));
     }
     Ok(r)
 }

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod compile;
 pub mod dtype;
 pub mod error;
+pub mod fit;
 pub mod ir;
 pub mod lift;
 pub mod onnx;

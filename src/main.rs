@@ -3,6 +3,8 @@
 use clap::{Parser, ValueEnum};
 use fastflux::compile::{self, CompileOptions};
 use fastflux::dtype::DType;
+use fastflux::fit::brll::{BrllOptions, Selection};
+use fastflux::fit::calibrate::FitKind;
 use fastflux::onnx::Target;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,12 +36,62 @@ struct Cli {
     /// The runtime the model is for.
     #[arg(long, value_enum, default_value_t = TargetArg::Cuda)]
     target: TargetArg,
-    /// Inspect only: print the naming, configuration, parameters and dtypes; write nothing.
+    /// BRLL: replace these blocks' residual branches with fitted linear layers
+    /// (BFL indices, e.g. double.4,single.10-13).
+    #[arg(long, value_name = "LIST", conflicts_with = "prune")]
+    replace: Option<String>,
+    /// BRLL: replace this share of all blocks, those whose linear fit is best (e.g. 0.2).
+    #[arg(long, value_name = "FRACTION")]
+    prune: Option<f64>,
+    /// Calibration inputs: a safetensors file with the model's ONNX inputs, samples stacked on
+    /// the batch axis [default: synthetic inputs, see --calib-samples].
+    #[arg(long, value_name = "FILE")]
+    calib: Option<PathBuf>,
+    /// Synthetic calibration: number of samples.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    calib_samples: usize,
+    /// Synthetic calibration: image tokens per sample (a square-ish latent grid).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    calib_image_tokens: usize,
+    /// Synthetic calibration: text tokens per sample.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    calib_text_tokens: usize,
+    /// Seed of the synthetic calibration (and, derived from it, verification) inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// What the fitted layer reads: the block input only, or also silu(vec).
+    #[arg(long, value_enum, default_value_t = FitArg::Plain)]
+    fit: FitArg,
+    /// Relative ridge of the least-squares fits.
+    #[arg(long, default_value_t = fastflux::fit::lstsq::DEFAULT_RIDGE)]
+    ridge: f64,
+    /// Calibration samples per ONNX Runtime call (memory grows with it).
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    calib_batch: usize,
+    /// ONNX Runtime threads for calibration [default: one per core].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Run the pruned and the original model on held-out inputs and compare their outputs.
+    #[arg(long)]
+    verify: bool,
+    /// Held-out inputs for --verify [default: synthetic, another seed].
+    #[arg(long, value_name = "FILE")]
+    verify_inputs: Option<PathBuf>,
+    /// Inspect only: print the naming, configuration, parameters and dtypes (and, with
+    /// --prune/--replace/--calib, every block's BRLL fit); write nothing.
     #[arg(long)]
     plan: bool,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum FitArg {
+    /// y − x ≈ W x + b, as in the paper.
+    Plain,
+    /// y − x ≈ W x + U silu(vec) + b.
+    Conditioned,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -50,8 +102,40 @@ enum TargetArg {
     Portable,
 }
 
+fn brll_options(cli: &Cli) -> Option<BrllOptions> {
+    let selection = match (&cli.replace, cli.prune) {
+        (Some(list), _) => Selection::Replace(list.clone()),
+        (None, Some(fraction)) => Selection::Prune(fraction),
+        // --calib alone asks --plan for the ranking table.
+        (None, None) if cli.calib.is_some() && cli.plan => Selection::Prune(0.0),
+        (None, None) => return None,
+    };
+    let mut options = BrllOptions {
+        selection,
+        calib: cli.calib.clone(),
+        verify: cli.verify,
+        verify_inputs: cli.verify_inputs.clone(),
+        ..BrllOptions::default()
+    };
+    options.synthetic.samples = cli.calib_samples;
+    options.synthetic.image_tokens = cli.calib_image_tokens;
+    options.synthetic.text_tokens = cli.calib_text_tokens;
+    options.synthetic.seed = cli.seed;
+    let calibration = &mut options.calibration;
+    calibration.kind = match cli.fit {
+        FitArg::Plain => FitKind::Plain,
+        FitArg::Conditioned => FitKind::Conditioned,
+    };
+    calibration.ridge = cli.ridge;
+    calibration.batch = cli.calib_batch;
+    calibration.threads = cli.threads;
+    calibration.show_progress = !cli.quiet;
+    Some(options)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let brll = brll_options(&cli);
     let options = CompileOptions {
         checkpoint: cli.checkpoint,
         output: cli.output,
@@ -62,6 +146,7 @@ fn main() -> ExitCode {
             TargetArg::Portable => Target::Portable,
         },
         show_progress: !cli.quiet,
+        brll,
     };
     let result = if cli.plan {
         compile::plan(&options)

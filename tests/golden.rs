@@ -21,6 +21,7 @@ fn options(checkpoint: &str, target: Target) -> CompileOptions {
         axes_dim: Some(vec![4, 6, 6]),
         target,
         show_progress: false,
+        brll: None,
     }
 }
 

@@ -16,6 +16,7 @@ fn staged_run_matches_diffusers() {
         axes_dim: None,
         target: Target::Cuda,
         show_progress: false,
+        brll: None,
     };
     let compiled = prepare(&options).unwrap();
     // Batch 1: two ONNX Runtime calls per stage, so the chunking is exercised too.

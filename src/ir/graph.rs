@@ -194,7 +194,11 @@ impl Graph {
             }
         }
         for io in self.block_io.values_mut() {
-            for v in io.streams.iter_mut().flat_map(|s| [&mut s.input, &mut s.output]) {
+            for v in io
+                .streams
+                .iter_mut()
+                .flat_map(|s| [&mut s.input, &mut s.output])
+            {
                 if *v == from {
                     *v = to;
                 }
@@ -227,26 +231,56 @@ impl Graph {
         dead.len()
     }
 
-    /// Nodes in a deterministic topological order: among ready nodes, the earliest added first.
+    /// Nodes in a deterministic topological order that follows the model: see `model_order`.
     pub fn topo_order(&self) -> Vec<NodeIndex> {
+        self.model_order().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// Nodes in topological order, each with its position in the model: `2·(k+1)` for the
+    /// nodes of the k-th block, 0 for the nodes that depend on no block (inputs, embedders,
+    /// and whatever reads only them), `2·(k+1)+1` for the other nodes outside the blocks that
+    /// come after block k. Among ready nodes the lowest position goes first, then the earliest
+    /// added, so blocks come out whole and in model order even after rewrites add nodes.
+    pub fn model_order(&self) -> Vec<(NodeIndex, usize)> {
+        let blocks: Vec<BlockId> = self.blocks().into_iter().collect();
         let mut pending: HashMap<NodeIndex, usize> = self
             .graph
             .node_indices()
             .map(|n| (n, self.graph.edges_directed(n, Direction::Incoming).count()))
             .collect();
-        let mut ready: BinaryHeap<Reverse<NodeIndex>> = pending
-            .iter()
-            .filter(|(_, c)| **c == 0)
-            .map(|(n, _)| Reverse(*n))
-            .collect();
+        let mut position: HashMap<NodeIndex, usize> = HashMap::new();
+        let place = |n: NodeIndex, position: &HashMap<NodeIndex, usize>| match self.graph[n].block {
+            Some(b) => 2 * (blocks.iter().position(|&x| x == b).unwrap_or(0) + 1),
+            None => {
+                let after = self
+                    .graph
+                    .neighbors_directed(n, Direction::Incoming)
+                    .map(|m| position[&m])
+                    .max()
+                    .unwrap_or(0);
+                if after > 0 && after % 2 == 0 {
+                    after + 1
+                } else {
+                    after
+                }
+            }
+        };
+        let mut ready = BinaryHeap::new();
+        for (&n, _) in pending.iter().filter(|(_, c)| **c == 0) {
+            let p = place(n, &position);
+            position.insert(n, p);
+            ready.push(Reverse((p, n)));
+        }
         let mut order = Vec::with_capacity(pending.len());
-        while let Some(Reverse(n)) = ready.pop() {
-            order.push(n);
+        while let Some(Reverse((p, n))) = ready.pop() {
+            order.push((n, p));
             for e in self.graph.edges_directed(n, Direction::Outgoing) {
                 let count = pending.get_mut(&e.target()).expect("node in graph");
                 *count -= 1;
                 if *count == 0 {
-                    ready.push(Reverse(e.target()));
+                    let p = place(e.target(), &position);
+                    position.insert(e.target(), p);
+                    ready.push(Reverse((p, e.target())));
                 }
             }
         }

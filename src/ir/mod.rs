@@ -1,5 +1,6 @@
 //! The petgraph IR: FLUX-level ops, typed values, lazy weights and a deterministic text dump.
 
+pub mod cost;
 mod dump;
 pub mod graph;
 pub mod op;

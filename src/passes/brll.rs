@@ -56,29 +56,47 @@ pub fn replace_block(graph: &Graph, fit: &BlockFit) -> Result<Patch> {
             .streams
             .iter()
             .find(|f| f.stream == stream.name)
-            .ok_or_else(|| Error::Internal(format!("no fit for stream `{}` of {}", stream.name, fit.block)))?;
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "no fit for stream `{}` of {}",
+                    stream.name, fit.block
+                ))
+            })?;
         let name = node_name(fit.block, &stream.name);
         let ty = graph.ty(stream.input);
         let width = ty.last().and_then(|d| d.known()).unwrap_or(0);
-        let mut weight = |suffix: &str, shape: Vec<usize>, data: &Arc<Vec<f32>>| -> Result<PatchValue> {
-            if data.len() != shape.iter().product::<usize>() {
-                return Err(Error::Internal(format!("{name}.{suffix}: {} values for shape {shape:?}", data.len())));
-            }
-            let w = Weight {
-                name: format!("{name}.{suffix}"),
-                shape,
-                dtype: ty.dtype,
-                data: WeightData::Owned(data.clone()),
+        let mut weight =
+            |suffix: &str, shape: Vec<usize>, data: &Arc<Vec<f32>>| -> Result<PatchValue> {
+                if data.len() != shape.iter().product::<usize>() {
+                    return Err(Error::Internal(format!(
+                        "{name}.{suffix}: {} values for shape {shape:?}",
+                        data.len()
+                    )));
+                }
+                let w = Weight {
+                    name: format!("{name}.{suffix}"),
+                    shape,
+                    dtype: ty.dtype,
+                    data: WeightData::Owned(data.clone()),
+                };
+                Ok(patch.add(
+                    Op::Weight(w),
+                    format!("{name}.{suffix}"),
+                    Some(fit.block),
+                    &[],
+                ))
             };
-            Ok(patch.add(Op::Weight(w), format!("{name}.{suffix}"), Some(fit.block), &[]))
-        };
         let mut inputs = vec![
             PatchValue::Old(stream.input),
             weight("weight", vec![width, width], &f.weight)?,
             weight("bias", vec![width], &f.bias)?,
         ];
         if let Some(cond) = &f.cond_weight {
-            let cond_width = graph.ty(io.condition).last().and_then(|d| d.known()).unwrap_or(0);
+            let cond_width = graph
+                .ty(io.condition)
+                .last()
+                .and_then(|d| d.known())
+                .unwrap_or(0);
             inputs.push(PatchValue::Old(io.condition));
             inputs.push(weight("cond_weight", vec![width, cond_width], cond)?);
         }

@@ -26,7 +26,13 @@ pub struct Patch {
 
 impl Patch {
     /// Adds a node; returns its first output.
-    pub fn add(&mut self, op: Op, name: impl Into<String>, block: Option<BlockId>, inputs: &[PatchValue]) -> PatchValue {
+    pub fn add(
+        &mut self,
+        op: Op,
+        name: impl Into<String>,
+        block: Option<BlockId>,
+        inputs: &[PatchValue],
+    ) -> PatchValue {
         self.nodes.push(PatchNode {
             op,
             name: name.into(),

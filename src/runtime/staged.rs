@@ -185,39 +185,16 @@ fn slice_batch(t: &NamedTensor, start: usize, end: usize) -> NamedTensor {
     }
 }
 
-/// Splits the graph's compute nodes into stages in model order: a block's nodes form one stage;
-/// a node outside the blocks runs with the stage right after the last block it depends on
-/// (so the embedders, and everything that reads only them, run first).
+/// Splits the graph's compute nodes into stages by their position in the model
+/// (`Graph::model_order`): a block's nodes form one stage; the nodes outside the blocks run
+/// right after the last block they depend on (the embedders, and all that reads only them, first).
 pub fn plan_stages(graph: &Graph) -> Vec<Stage> {
     let blocks: Vec<BlockId> = graph.blocks().into_iter().collect();
-    let rank = |b: BlockId| blocks.iter().position(|&x| x == b).expect("block in graph");
-    // Position 2·(rank+1) is a block; odd positions are the gaps after it; 0 the prologue.
-    let mut position: HashMap<NodeIndex, usize> = HashMap::new();
     let mut groups: BTreeMap<usize, Vec<NodeIndex>> = BTreeMap::new();
-    for n in graph.topo_order() {
-        let node = graph.node(n);
-        if matches!(node.op, Op::Weight(_) | Op::Input { .. }) {
-            position.insert(n, 0);
-            continue;
+    for (n, pos) in graph.model_order() {
+        if !matches!(graph.node(n).op, Op::Weight(_) | Op::Input { .. }) {
+            groups.entry(pos).or_default().push(n);
         }
-        let pos = match node.block {
-            Some(b) => 2 * (rank(b) + 1),
-            None => {
-                let after = graph
-                    .inputs(n)
-                    .iter()
-                    .map(|v| position[&v.node])
-                    .max()
-                    .unwrap_or(0);
-                if after % 2 == 0 && after > 0 {
-                    after + 1
-                } else {
-                    after
-                }
-            }
-        };
-        position.insert(n, pos);
-        groups.entry(pos).or_default().push(n);
     }
     let mut stages: Vec<Stage> = groups
         .into_iter()

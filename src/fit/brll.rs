@@ -1,0 +1,157 @@
+//! BRLL end to end: choose the blocks, calibrate and fit them through ONNX Runtime, rewrite the
+//! graph, and verify the pruned model against the original on held-out inputs.
+
+use super::calib::{InputSet, SyntheticSpec, held_out_seed};
+use super::calibrate::{BlockReport, CalibrationOptions, FitKind, fit_sequentially, rank_blocks};
+use super::select::{lowest_error, parse_replace, prune_count};
+use crate::checkpoint::FluxCheckpoint;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ir::Graph;
+use crate::lift::{LiftOptions, lift};
+use crate::passes::brll::apply_fits;
+use crate::runtime::staged::StagedRunner;
+use crate::runtime::{cosine, relative_l2};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub enum Selection {
+    /// `--replace double.4,single.10-13`
+    Replace(String),
+    /// `--prune FRACTION`: that share of all blocks, those with the lowest fit error.
+    Prune(f64),
+}
+
+#[derive(Clone, Debug)]
+pub struct BrllOptions {
+    pub selection: Selection,
+    /// `--calib FILE`; synthetic inputs of `synthetic`'s sizes otherwise.
+    pub calib: Option<PathBuf>,
+    pub synthetic: SyntheticSpec,
+    pub calibration: CalibrationOptions,
+    /// `--verify`: inputs for it (`--verify-inputs FILE`, else synthetic with another seed).
+    pub verify: bool,
+    pub verify_inputs: Option<PathBuf>,
+}
+
+pub struct BrllOutcome {
+    /// Every block's fit on the original activations (only when `--prune` ranked them).
+    pub ranking: Option<Vec<BlockReport>>,
+    /// The replaced blocks, fitted sequentially.
+    pub replaced: Vec<BlockReport>,
+    /// (relative L2 error, cosine similarity) of the pruned model's output to the original's.
+    pub verification: Option<(f64, f64)>,
+    pub calibration_samples: usize,
+}
+
+/// The f32 model that calibration runs (ONNX Runtime's CPU kernels compute in f32).
+fn calibration_graph(ckpt: &FluxCheckpoint) -> Result<Graph> {
+    lift(ckpt, LiftOptions { dtype: DType::F32 })
+}
+
+fn calibration_inputs(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<InputSet> {
+    match &options.calib {
+        Some(path) => InputSet::load(path, &ckpt.config),
+        None => InputSet::synthetic(&ckpt.config, &options.synthetic),
+    }
+}
+
+/// Fits every block on the original activations (the `--plan` ranking table).
+pub fn rank(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<Vec<BlockReport>> {
+    let graph = calibration_graph(ckpt)?;
+    let inputs = calibration_inputs(ckpt, options)?;
+    rank_blocks(&graph, ckpt, &inputs, &options.calibration)
+}
+
+/// Chooses, fits and replaces blocks in `graph` (the graph being exported).
+pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> Result<BrllOutcome> {
+    let calib_graph = calibration_graph(ckpt)?;
+    let inputs = calibration_inputs(ckpt, options)?;
+    let (chosen, ranking) = match &options.selection {
+        Selection::Replace(spec) => (parse_replace(spec, &ckpt.config)?, None),
+        Selection::Prune(fraction) => {
+            let count = prune_count(*fraction, calib_graph.blocks().len())?;
+            let ranking = rank_blocks(&calib_graph, ckpt, &inputs, &options.calibration)?;
+            (lowest_error(&ranking, count), Some(ranking))
+        }
+    };
+    let replaced = if chosen.is_empty() {
+        Vec::new()
+    } else {
+        fit_sequentially(&calib_graph, ckpt, &inputs, &chosen, &options.calibration)?
+    };
+    let fits: Vec<_> = replaced.iter().map(|r| r.fit.clone()).collect();
+    apply_fits(graph, &fits)?;
+    let verification = if options.verify {
+        let held_out = match &options.verify_inputs {
+            Some(path) => InputSet::load(path, &ckpt.config)?,
+            None => {
+                let spec = SyntheticSpec {
+                    seed: held_out_seed(options.synthetic.seed),
+                    ..options.synthetic
+                };
+                InputSet::synthetic(&ckpt.config, &spec)?
+            }
+        };
+        let mut pruned = calib_graph.clone();
+        apply_fits(&mut pruned, &fits)?;
+        Some(compare(
+            &calib_graph,
+            &pruned,
+            ckpt,
+            &held_out,
+            &options.calibration,
+        )?)
+    } else {
+        None
+    };
+    Ok(BrllOutcome {
+        ranking,
+        replaced,
+        verification,
+        calibration_samples: inputs.samples,
+    })
+}
+
+/// Runs both models on `inputs` stage by stage; returns (relative L2, cosine) of the outputs.
+fn compare(
+    original: &Graph,
+    pruned: &Graph,
+    ckpt: &FluxCheckpoint,
+    inputs: &InputSet,
+    options: &CalibrationOptions,
+) -> Result<(f64, f64)> {
+    let run = |graph: &Graph| -> Result<Vec<f32>> {
+        let runner = StagedRunner::new(graph, ckpt, options.batch, options.threads);
+        let mut outputs = runner.run(&inputs.tensors)?;
+        outputs
+            .remove("latent")
+            .map(|t| t.data)
+            .ok_or_else(|| Error::Internal("the model has no `latent` output".into()))
+    };
+    let reference: Vec<f64> = run(original)?.into_iter().map(f64::from).collect();
+    let output = run(pruned)?;
+    Ok((
+        relative_l2(&output, &reference),
+        cosine(&output, &reference),
+    ))
+}
+
+impl Default for BrllOptions {
+    fn default() -> Self {
+        Self {
+            selection: Selection::Prune(0.0),
+            calib: None,
+            synthetic: SyntheticSpec::default(),
+            calibration: CalibrationOptions {
+                kind: FitKind::Plain,
+                ridge: super::lstsq::DEFAULT_RIDGE,
+                batch: 4,
+                threads: 0,
+                show_progress: false,
+            },
+            verify: false,
+            verify_inputs: None,
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Calibration: runs the model block by block in ONNX Runtime on calibration inputs, fits each
+//! block's linear replacement from the block's captured input and output, and — when fitting
+//! for real — carries the replaced blocks' outputs forward, so that every later fit sees the
+//! activations the pruned model will feed it.
+
+use super::calib::InputSet;
+use super::lstsq::NormalEquations;
+use crate::checkpoint::FluxCheckpoint;
+use crate::error::{Error, Result};
+use crate::ir::{BlockId, Graph, Op};
+use crate::passes::brll::{BlockFit, StreamFit};
+use crate::runtime::NamedTensor;
+use crate::runtime::staged::StagedRunner;
+use faer::{Accum, MatMut, MatRef, Par};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FitKind {
+    /// `y − x ≈ W x + b` (the paper's replacement).
+    Plain,
+    /// `y − x ≈ W x + U silu(vec) + b`: the map may depend on the noise level and prompt.
+    Conditioned,
+}
+
+#[derive(Clone, Debug)]
+pub struct CalibrationOptions {
+    pub kind: FitKind,
+    /// Relative ridge of the normal equations (see `lstsq::DEFAULT_RIDGE`).
+    pub ridge: f64,
+    /// Samples per ONNX Runtime call.
+    pub batch: usize,
+    pub threads: usize,
+    pub show_progress: bool,
+}
+
+/// What calibration learned about one block.
+#[derive(Clone, Debug)]
+pub struct BlockReport {
+    pub block: BlockId,
+    /// `Σ‖y − x − fit‖² / Σ‖y − x‖²` over the block's streams.
+    pub fit_error: f64,
+    /// Mean cosine similarity of a token's input and output: near 1, the block changes little.
+    pub cosine: f64,
+    /// Parameters of the branch minus those of the fitted nodes.
+    pub params_saved: i64,
+    pub fit: BlockFit,
+}
+
+/// Fits every block on the original model's activations: the ranking `--prune` chooses from.
+pub fn rank_blocks(
+    graph: &Graph,
+    ckpt: &FluxCheckpoint,
+    inputs: &InputSet,
+    options: &CalibrationOptions,
+) -> Result<Vec<BlockReport>> {
+    let all: BTreeSet<BlockId> = graph.blocks();
+    calibrate(graph, ckpt, inputs, options, &all, false)
+}
+
+/// Fits the `chosen` blocks in model order, each on the activations that the model with the
+/// earlier chosen blocks already replaced produces.
+pub fn fit_sequentially(
+    graph: &Graph,
+    ckpt: &FluxCheckpoint,
+    inputs: &InputSet,
+    chosen: &BTreeSet<BlockId>,
+    options: &CalibrationOptions,
+) -> Result<Vec<BlockReport>> {
+    calibrate(graph, ckpt, inputs, options, chosen, true)
+}
+
+fn calibrate(
+    graph: &Graph,
+    ckpt: &FluxCheckpoint,
+    inputs: &InputSet,
+    options: &CalibrationOptions,
+    fit_blocks: &BTreeSet<BlockId>,
+    carry_forward: bool,
+) -> Result<Vec<BlockReport>> {
+    let runner = StagedRunner::new(graph, ckpt, options.batch, options.threads);
+    let bar = if options.show_progress {
+        ProgressBar::new(runner.chunks(inputs.samples))
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "calibrating {bar:30} {pos}/{len} stage runs ({per_sec}, eta {eta}) {msg}",
+        )
+        .expect("valid template"),
+    );
+    let runner = runner.with_progress(bar.clone());
+    let mut env = runner.load_inputs(&inputs.tensors)?;
+    let mut reports = Vec::new();
+    for k in 0..runner.stages().len() {
+        let block = runner.stages()[k].block;
+        bar.set_message(block.map(|b| b.to_string()).unwrap_or_default());
+        runner.run_stage(k, &mut env)?;
+        if let Some(block) = block.filter(|b| fit_blocks.contains(b)) {
+            let io = &graph.block_io[&block];
+            let cond = env[&io.condition].clone();
+            let cond = &cond;
+            let mut streams = Vec::new();
+            let (mut residual, mut unexplained, mut cosines, mut tokens) = (0.0, 0.0, 0.0, 0usize);
+            for stream in &io.streams {
+                let (x, y) = (&env[&stream.input], &env[&stream.output]);
+                let stats = fit_stream(x, y, cond, options)?;
+                residual += stats.residual;
+                unexplained += stats.fit.relative_error * stats.residual;
+                cosines += stats.cosine_sum;
+                tokens += stats.tokens;
+                streams.push(StreamFit {
+                    stream: stream.name.clone(),
+                    weight: Arc::new(stats.fit.weight),
+                    bias: Arc::new(stats.fit.bias),
+                    cond_weight: (options.kind == FitKind::Conditioned)
+                        .then(|| Arc::new(stats.fit.cond_weight)),
+                    relative_error: stats.fit.relative_error,
+                });
+            }
+            let fit = BlockFit { block, streams };
+            if carry_forward {
+                for (stream, f) in io.streams.iter().zip(&fit.streams) {
+                    let predicted = predict(&env[&stream.input], cond, f);
+                    env.get_mut(&stream.output)
+                        .expect("block output computed")
+                        .data = predicted;
+                }
+            }
+            reports.push(BlockReport {
+                block,
+                fit_error: if residual > 0.0 {
+                    unexplained / residual
+                } else {
+                    0.0
+                },
+                cosine: cosines / tokens.max(1) as f64,
+                params_saved: branch_params(graph, block) as i64 - fitted_params(&fit) as i64,
+                fit,
+            });
+        }
+        runner.release(k, &mut env);
+    }
+    bar.finish_and_clear();
+    Ok(reports)
+}
+
+struct StreamStats {
+    fit: super::lstsq::LinearFit,
+    residual: f64,
+    cosine_sum: f64,
+    tokens: usize,
+}
+
+/// Accumulates one stream's normal equations sample by sample and solves them.
+fn fit_stream(
+    x: &NamedTensor,
+    y: &NamedTensor,
+    cond: &NamedTensor,
+    options: &CalibrationOptions,
+) -> Result<StreamStats> {
+    let (samples, width) = (x.shape[0], x.shape[x.shape.len() - 1]);
+    let rows = x.data.len() / samples / width;
+    let cond_width = if options.kind == FitKind::Conditioned {
+        cond.shape[1]
+    } else {
+        0
+    };
+    let mut equations = NormalEquations::new(width, cond_width, width);
+    let (mut residual, mut cosine_sum) = (0.0f64, 0.0f64);
+    let mut r = vec![0f32; rows * width];
+    for s in 0..samples {
+        let span = s * rows * width..(s + 1) * rows * width;
+        let (xs, ys) = (&x.data[span.clone()], &y.data[span]);
+        for ((r, &x), &y) in r.iter_mut().zip(xs).zip(ys) {
+            *r = y - x;
+            residual += f64::from(*r) * f64::from(*r);
+        }
+        for (xt, yt) in xs.chunks_exact(width).zip(ys.chunks_exact(width)) {
+            cosine_sum += cosine(xt, yt);
+        }
+        let c = &cond.data[s * cond.shape[1]..s * cond.shape[1] + cond_width];
+        equations.accumulate_with_shared_condition(xs, c, &r, rows);
+    }
+    let fit = equations
+        .solve(options.ridge)
+        .map_err(|e| Error::Usage(format!("fitting a linear replacement failed: {e}")))?;
+    Ok(StreamStats {
+        fit,
+        residual,
+        cosine_sum,
+        tokens: samples * rows,
+    })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&a, &b) in a.iter().zip(b) {
+        let (a, b) = (f64::from(a), f64::from(b));
+        ab += a * b;
+        aa += a * a;
+        bb += b * b;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa * bb).sqrt()
+    }
+}
+
+/// The fitted node's output `x + x Wᵀ + b (+ c Uᵀ)` for every sample, as ONNX Runtime would
+/// compute it after the rewrite.
+pub fn predict(x: &NamedTensor, cond: &NamedTensor, fit: &StreamFit) -> Vec<f32> {
+    let (samples, width) = (x.shape[0], x.shape[x.shape.len() - 1]);
+    let rows = x.data.len() / width;
+    let mut out = x.data.clone();
+    let w = MatRef::from_row_major_slice(fit.weight.as_slice(), width, width);
+    let xs = MatRef::from_row_major_slice(x.data.as_slice(), rows, width);
+    let dst = MatMut::from_row_major_slice_mut(out.as_mut_slice(), rows, width);
+    matmul(dst, xs, w.transpose());
+    let per_sample = rows / samples;
+    let mut shift = vec![0f32; samples * width];
+    for s in 0..samples {
+        shift[s * width..(s + 1) * width].copy_from_slice(&fit.bias);
+    }
+    if let Some(u) = &fit.cond_weight {
+        let k = cond.shape[1];
+        let u = MatRef::from_row_major_slice(u.as_slice(), width, k);
+        let c = MatRef::from_row_major_slice(cond.data.as_slice(), samples, k);
+        matmul(
+            MatMut::from_row_major_slice_mut(shift.as_mut_slice(), samples, width),
+            c,
+            u.transpose(),
+        );
+    }
+    for (row, values) in out.chunks_exact_mut(width).enumerate() {
+        let s = row / per_sample;
+        for (v, add) in values.iter_mut().zip(&shift[s * width..(s + 1) * width]) {
+            *v += add;
+        }
+    }
+    out
+}
+
+/// `dst += lhs · rhs` (dst starts as x, so the shortcut is included).
+fn matmul(dst: MatMut<'_, f32>, lhs: MatRef<'_, f32>, rhs: MatRef<'_, f32>) {
+    faer::linalg::matmul::matmul(dst, Accum::Add, lhs, rhs, 1.0, Par::rayon(0));
+}
+
+fn branch_params(graph: &Graph, block: BlockId) -> usize {
+    graph
+        .graph
+        .node_weights()
+        .filter(|n| n.block == Some(block))
+        .filter_map(|n| match &n.op {
+            Op::Weight(w) => Some(w.numel()),
+            _ => None,
+        })
+        .sum()
+}
+
+fn fitted_params(fit: &BlockFit) -> usize {
+    fit.streams
+        .iter()
+        .map(|s| s.weight.len() + s.bias.len() + s.cond_weight.as_ref().map_or(0, |u| u.len()))
+        .sum()
+}
