@@ -2,11 +2,13 @@
 //! files, and the report printed at the end (or, with `--plan`, instead of writing anything).
 
 use crate::checkpoint::FluxCheckpoint;
+use crate::checkpoint::lora::LoraSpec;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ir::{BlockId, Graph, Op};
 use crate::lift::{self, LiftOptions};
 use crate::onnx::{self, ExportOptions, ExportSummary, Target};
+use crate::passes;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -20,20 +22,38 @@ pub struct CompileOptions {
     pub axes_dim: Option<Vec<usize>>,
     pub target: Target,
     pub show_progress: bool,
+    /// `--lora FILE[:SCALE]`, folded in the order given.
+    pub loras: Vec<LoraSpec>,
+    /// `--lora-allow-unmatched`: skip LoRA keys that match no weight instead of failing.
+    pub lora_allow_unmatched: bool,
 }
 
 pub struct Compiled {
     pub ckpt: FluxCheckpoint,
     pub graph: Graph,
     pub dtype: DType,
+    /// What the LoRA pass folded, when `--lora` was given.
+    pub lora: Option<passes::lora::LoraReport>,
 }
 
 /// Opens the checkpoint and lifts it: everything short of writing.
 pub fn prepare(options: &CompileOptions) -> Result<Compiled> {
     let ckpt = FluxCheckpoint::open(&options.checkpoint, options.axes_dim.clone())?;
     let dtype = options.dtype.unwrap_or_else(|| lift::default_dtype(&ckpt));
-    let graph = lift::lift(&ckpt, LiftOptions { dtype })?;
-    Ok(Compiled { ckpt, graph, dtype })
+    let mut graph = lift::lift(&ckpt, LiftOptions { dtype })?;
+    // LoRA folding comes after every pass that replaces weights, so deltas meet final weights.
+    let lora = passes::lora::run(
+        &mut graph,
+        &ckpt.config,
+        &options.loras,
+        options.lora_allow_unmatched,
+    )?;
+    Ok(Compiled {
+        ckpt,
+        graph,
+        dtype,
+        lora,
+    })
 }
 
 /// Compiles and writes the model; returns the summary to print.
@@ -44,7 +64,7 @@ pub fn compile(options: &CompileOptions) -> Result<String> {
     })?;
     let compiled = prepare(options)?;
     refuse_to_overwrite_inputs(&compiled.ckpt, output)?;
-    let metadata = vec![
+    let mut metadata = vec![
         (
             "fastflux.source".to_owned(),
             compiled.ckpt.origin().display().to_string(),
@@ -55,6 +75,14 @@ pub fn compile(options: &CompileOptions) -> Result<String> {
         ),
         ("fastflux.dtype".to_owned(), compiled.dtype.to_string()),
     ];
+    let loras: Vec<String> = options
+        .loras
+        .iter()
+        .map(|l| format!("{}:{}", l.path.display(), l.scale))
+        .collect();
+    if !loras.is_empty() {
+        metadata.push(("fastflux.lora".to_owned(), loras.join(" ")));
+    }
     let export = ExportOptions {
         target: options.target,
         show_progress: options.show_progress,
@@ -97,6 +125,9 @@ fn report(c: &Compiled, output: &Path, s: &ExportSummary, seconds: f64) -> Strin
         human_bytes(s.model_bytes),
         s.onnx_nodes
     );
+    if let Some(lora) = &c.lora {
+        let _ = writeln!(r, "{lora}");
+    }
     let _ = write!(
         r,
         "  time         {seconds:.1} s ({}/s)",
@@ -139,6 +170,9 @@ pub fn plan(options: &CompileOptions) -> Result<String> {
             unused.len(),
             unused[0]
         );
+    }
+    if let Some(lora) = &c.lora {
+        let _ = writeln!(r, "{}", lora.to_string().trim_start());
     }
     let _ = writeln!(r, "parameters by part:");
     for (part, n) in parameters_by_part(&c.graph) {

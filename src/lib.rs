@@ -12,6 +12,7 @@ pub mod error;
 pub mod ir;
 pub mod lift;
 pub mod onnx;
+pub mod passes;
 pub mod runtime;
 
 pub use error::{Error, Result};
