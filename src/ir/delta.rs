@@ -59,19 +59,23 @@ pub fn fold(
         let rows = &values[d.rows.start * cols..d.rows.end * cols];
         if let Some(at) = rows.iter().position(|&v| !finite_in(dtype, v)) {
             let (row, col) = (d.rows.start + at / cols, at % cols);
-            let sources: Vec<String> = deltas
+            let on_row: Vec<String> = deltas
                 .iter()
                 .filter(|o| o.rows.contains(&row))
                 .map(|o| format!("{}: `{}` at scale {}", o.file.display(), o.module, o.scale))
                 .collect();
+            let others = if on_row.len() > 1 {
+                format!("; the deltas on that row: {}", on_row.join(", "))
+            } else {
+                String::new()
+            };
             return Err(Error::tensor(
                 &d.file,
                 &d.module,
                 format!(
-                    "folding LoRA deltas into weight `{name}` gives {} at [{row}, {col}], which \
-                     is not finite in {dtype}; deltas on that row: {}",
-                    rows[at],
-                    sources.join(", ")
+                    "folded at scale {} into weight `{name}`, gives {} at [{row}, {col}], which is \
+                     not finite in {dtype}{others}",
+                    d.scale, rows[at]
                 ),
             ));
         }
