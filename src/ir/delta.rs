@@ -4,7 +4,6 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use half::{bf16, f16};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 use std::ops::Range;
@@ -83,11 +82,15 @@ pub fn fold(
     Ok(())
 }
 
-/// Whether `v` stays finite when cast to `dtype` (a large f32 rounds to infinity in f16).
+/// Whether `v` stays finite when cast to `dtype`: a large f32 rounds to infinity in f16 or bf16.
+/// A comparison with the smallest magnitude that rounds (to nearest even) to infinity, rather
+/// than a conversion per value: this check runs over every folded parameter.
 fn finite_in(dtype: DType, v: f32) -> bool {
     match dtype {
-        DType::F16 => f16::from_f32(v).is_finite(),
-        DType::BF16 => bf16::from_f32(v).is_finite(),
+        // Halfway between f16's largest finite value, 65504, and 65536.
+        DType::F16 => v.abs() < 65520.0,
+        // Halfway between bf16's largest finite value, (2 − 2⁻⁷)·2¹²⁷, and 2¹²⁸.
+        DType::BF16 => v.abs() < f32::from_bits(0x7f7f_8000),
         _ => v.is_finite(),
     }
 }
@@ -116,6 +119,31 @@ mod tests {
         let d = delta(1..3, vec![1.0, 2.0], vec![1.0, 10.0], 0.5);
         fold("w", &[3, 2], DType::F32, &[d], &mut w).unwrap();
         assert_eq!(w, [0.0, 0.0, 0.5, 1.0, 5.0, 10.0]);
+    }
+
+    #[test]
+    fn the_finiteness_bounds_are_where_conversion_overflows() {
+        let up = |v: f32| f32::from_bits(v.to_bits() + 1);
+        let down = |v: f32| f32::from_bits(v.to_bits() - 1);
+        for (dtype, limit) in [
+            (DType::F16, 65520.0f32),
+            (DType::BF16, f32::from_bits(0x7f7f_8000)),
+        ] {
+            for v in [
+                down(limit),
+                limit,
+                up(limit),
+                -down(limit),
+                -limit,
+                f32::NAN,
+            ] {
+                let converted = match dtype {
+                    DType::F16 => half::f16::from_f32(v).is_finite(),
+                    _ => half::bf16::from_f32(v).is_finite(),
+                };
+                assert_eq!(finite_in(dtype, v), converted, "{dtype} {v}");
+            }
+        }
     }
 
     #[test]
