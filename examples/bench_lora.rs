@@ -9,7 +9,9 @@
 //! ```
 //!
 //! A first, untimed compile warms the page cache, so both variants read the checkpoint from
-//! memory and the ratio measures fastflux, not the disk.
+//! memory and the ratio measures fastflux, not the disk. Besides wall time it reports the CPU
+//! time of the compiling thread (Linux's `/proc/thread-self/schedstat`), which other load on
+//! a shared machine disturbs less.
 
 use clap::Parser;
 use fastflux::checkpoint::lora::LoraSpec;
@@ -68,17 +70,42 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         base.push(timed(&plain)?);
         folded.push(timed(&with_lora)?);
     }
-    let (b, f) = (median(&mut base), median(&mut folded));
-    println!("without LoRA: {b:.2} s (median of {:?})", rounded(&base));
-    println!("with LoRA:    {f:.2} s (median of {:?})", rounded(&folded));
-    println!("ratio:        {:.2}", f / b);
+    let column = |runs: &[(f64, Option<f64>)], pick: fn(&(f64, Option<f64>)) -> Option<f64>| {
+        runs.iter().map(pick).collect::<Option<Vec<f64>>>()
+    };
+    for (what, pick) in [
+        (
+            "wall",
+            (|r| Some(r.0)) as fn(&(f64, Option<f64>)) -> Option<f64>,
+        ),
+        ("cpu", |r| r.1),
+    ] {
+        let (Some(mut b), Some(mut f)) = (column(&base, pick), column(&folded, pick)) else {
+            continue;
+        };
+        let (bm, fm) = (median(&mut b), median(&mut f));
+        println!("{what:<4} without LoRA {bm:.2} s (of {:?})", rounded(&b));
+        println!("{what:<4} with LoRA    {fm:.2} s (of {:?})", rounded(&f));
+        println!("{what:<4} ratio        {:.2}", fm / bm);
+    }
     Ok(())
 }
 
-fn timed(options: &CompileOptions) -> Result<f64, fastflux::Error> {
-    let start = Instant::now();
+/// Wall time and, where Linux reports it, this thread's CPU time of one compile.
+fn timed(options: &CompileOptions) -> Result<(f64, Option<f64>), fastflux::Error> {
+    let (start, cpu) = (Instant::now(), thread_cpu_seconds());
     compile(options)?;
-    Ok(start.elapsed().as_secs_f64())
+    let cpu = thread_cpu_seconds()
+        .zip(cpu)
+        .map(|(end, start)| end - start);
+    Ok((start.elapsed().as_secs_f64(), cpu))
+}
+
+/// The first field of `schedstat`: nanoseconds this thread has run on a CPU.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
 }
 
 fn median(times: &mut [f64]) -> f64 {
