@@ -258,7 +258,9 @@ impl fmt::Display for FileReport {
             self.deltas,
             self.scale,
         )?;
-        write!(f, "\n      into {}", describe_parts(&self.parts).join(", "))?;
+        if !self.parts.is_empty() {
+            write!(f, "\n      into {}", describe_parts(&self.parts).join(", "))?;
+        }
         if self.unmatched > 0 {
             write!(
                 f,

@@ -31,12 +31,10 @@ impl FromStr for LoraSpec {
 
     /// A path may itself contain ':', so only a last part that reads as a number is a scale.
     fn from_str(arg: &str) -> Result<Self, String> {
-        let (path, scale) = match arg.rsplit_once(':') {
-            Some((path, scale)) if scale.trim().parse::<f32>().is_ok() => {
-                (path, scale.trim().parse::<f32>().unwrap_or(1.0))
-            }
-            _ => (arg, 1.0),
-        };
+        let split = arg
+            .rsplit_once(':')
+            .and_then(|(path, scale)| Some((path, scale.trim().parse::<f32>().ok()?)));
+        let (path, scale) = split.unwrap_or((arg, 1.0));
         if path.is_empty() {
             return Err(format!(
                 "`{arg}` names no file: expected FILE or FILE:SCALE"
@@ -94,16 +92,16 @@ impl LoraFile {
             keys::group(file.tensors().keys().map(String::as_str)).map_err(|(key, other)| {
                 Error::tensor(path, &key, format!("is the same matrix as `{other}`"))
             })?;
+        let reader = PairReader {
+            file: &file,
+            adapter: adapter.as_ref(),
+        };
         let mut unmatched = grouped.stray;
         let mut pairs = Vec::new();
         for (module, keys) in &grouped.modules {
             let Some((format, target)) = names.resolve(module) else {
                 unmatched.extend(keys.all().cloned());
                 continue;
-            };
-            let reader = PairReader {
-                file: &file,
-                adapter: adapter.as_ref(),
             };
             pairs.push(reader.read(module, keys, format, target)?);
         }
