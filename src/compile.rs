@@ -2,6 +2,7 @@
 //! files, and the report printed at the end (or, with `--plan`, instead of writing anything).
 
 use crate::checkpoint::FluxCheckpoint;
+use crate::checkpoint::lora::LoraSpec;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fit::brll::{self as brll_run, BrllOptions, BrllOutcome};
@@ -9,6 +10,7 @@ use crate::ir::cost::Tokens;
 use crate::ir::{BlockId, Graph, Op};
 use crate::lift::{self, LiftOptions};
 use crate::onnx::{self, ExportOptions, ExportSummary, Target};
+use crate::passes;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,20 +26,50 @@ pub struct CompileOptions {
     pub show_progress: bool,
     /// `--replace` / `--prune`: BRLL and its calibration.
     pub brll: Option<BrllOptions>,
+    /// `--lora FILE[:SCALE]`, folded in the order given.
+    pub loras: Vec<LoraSpec>,
+    /// `--lora-allow-unmatched`: skip LoRA keys that match no weight instead of failing.
+    pub lora_allow_unmatched: bool,
 }
 
 pub struct Compiled {
     pub ckpt: FluxCheckpoint,
     pub graph: Graph,
     pub dtype: DType,
+    /// What the LoRA pass folded, when `--lora` was given.
+    pub lora: Option<passes::lora::LoraReport>,
 }
 
-/// Opens the checkpoint and lifts it: everything short of writing.
+/// Opens the checkpoint, lifts it and folds the LoRA deltas: the unpruned model, unwritten.
 pub fn prepare(options: &CompileOptions) -> Result<Compiled> {
+    let mut compiled = lift_checkpoint(options)?;
+    compiled.lora = fold_loras(&mut compiled, options)?;
+    Ok(compiled)
+}
+
+/// Opens the checkpoint and lifts it: everything short of the passes and writing.
+pub fn lift_checkpoint(options: &CompileOptions) -> Result<Compiled> {
     let ckpt = FluxCheckpoint::open(&options.checkpoint, options.axes_dim.clone())?;
     let dtype = options.dtype.unwrap_or_else(|| lift::default_dtype(&ckpt));
     let graph = lift::lift(&ckpt, LiftOptions { dtype })?;
-    Ok(Compiled { ckpt, graph, dtype })
+    Ok(Compiled {
+        ckpt,
+        graph,
+        dtype,
+        lora: None,
+    })
+}
+
+fn fold_loras(
+    compiled: &mut Compiled,
+    options: &CompileOptions,
+) -> Result<Option<passes::lora::LoraReport>> {
+    passes::lora::run(
+        &mut compiled.graph,
+        &compiled.ckpt.config,
+        &options.loras,
+        options.lora_allow_unmatched,
+    )
 }
 
 /// Compiles and writes the model; returns the summary to print.
@@ -46,14 +78,16 @@ pub fn compile(options: &CompileOptions) -> Result<String> {
     let output = options.output.as_deref().ok_or_else(|| {
         Error::Usage("no output path: pass -o OUT.onnx (or --plan to only inspect)".into())
     })?;
-    let mut compiled = prepare(options)?;
+    let mut compiled = lift_checkpoint(options)?;
     refuse_to_overwrite_inputs(&compiled.ckpt, output)?;
     let original = compiled.graph.clone();
     let brll = match &options.brll {
         Some(brll) => Some(brll_run::run(&compiled.ckpt, &mut compiled.graph, brll)?),
         None => None,
     };
-    let metadata = vec![
+    // LoRA deltas meet the final weights: those BRLL fitted, and none of those it removed.
+    compiled.lora = fold_loras(&mut compiled, options)?;
+    let mut metadata = vec![
         (
             "fastflux.source".to_owned(),
             compiled.ckpt.origin().display().to_string(),
@@ -64,6 +98,14 @@ pub fn compile(options: &CompileOptions) -> Result<String> {
         ),
         ("fastflux.dtype".to_owned(), compiled.dtype.to_string()),
     ];
+    let loras: Vec<String> = options
+        .loras
+        .iter()
+        .map(|l| format!("{}:{}", l.path.display(), l.scale))
+        .collect();
+    if !loras.is_empty() {
+        metadata.push(("fastflux.lora".to_owned(), loras.join(" ")));
+    }
     let export = ExportOptions {
         target: options.target,
         show_progress: options.show_progress,
@@ -111,6 +153,9 @@ fn report(c: &Compiled, output: &Path, s: &ExportSummary, seconds: f64) -> Strin
         human_bytes(s.model_bytes),
         s.onnx_nodes
     );
+    if let Some(lora) = &c.lora {
+        let _ = writeln!(r, "{lora}");
+    }
     let _ = write!(
         r,
         "  time         {seconds:.1} s ({}/s)",
@@ -258,6 +303,9 @@ pub fn plan(options: &CompileOptions) -> Result<String> {
             unused.len(),
             unused[0]
         );
+    }
+    if let Some(lora) = &c.lora {
+        let _ = writeln!(r, "{}", lora.to_string().trim_start());
     }
     let _ = writeln!(r, "parameters by part:");
     for (part, n) in parameters_by_part(&c.graph) {

@@ -1,6 +1,7 @@
 //! `fastflux-compile`: the command line.
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum};
+use fastflux::checkpoint::lora::LoraSpec;
 use fastflux::compile::{self, CompileOptions};
 use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
@@ -13,7 +14,8 @@ const EXAMPLES: &str = "\
 Examples:
   fastflux-compile flux1-dev.safetensors -o fastflux.onnx
   fastflux-compile FLUX.1-schnell/transformer -o schnell.onnx --dtype f16
-  fastflux-compile flux1-dev.safetensors --plan";
+  fastflux-compile flux1-dev.safetensors --plan
+  fastflux-compile flux1-dev.safetensors -o st.onnx --lora st.safetensors --lora style.safetensors:0.8";
 
 /// Compiles a FLUX.1 transformer checkpoint into an ONNX model for ONNX Runtime.
 ///
@@ -81,6 +83,13 @@ struct Cli {
     /// --prune/--replace/--calib, every block's BRLL fit); write nothing.
     #[arg(long)]
     plan: bool,
+    /// A LoRA to fold into the weights, at SCALE (default 1); repeat for several. Reads the
+    /// diffusers/peft, kohya, XLabs and original (BFL) namings.
+    #[arg(long, value_name = "FILE[:SCALE]", action = ArgAction::Append)]
+    lora: Vec<LoraSpec>,
+    /// Skip LoRA keys that match no weight of the model (with a warning) instead of failing.
+    #[arg(long)]
+    lora_allow_unmatched: bool,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -147,6 +156,8 @@ fn main() -> ExitCode {
         },
         show_progress: !cli.quiet,
         brll,
+        loras: cli.lora,
+        lora_allow_unmatched: cli.lora_allow_unmatched,
     };
     let result = if cli.plan {
         compile::plan(&options)

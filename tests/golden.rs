@@ -22,6 +22,8 @@ fn options(checkpoint: &str, target: Target) -> CompileOptions {
         target,
         show_progress: false,
         brll: None,
+        loras: Vec::new(),
+        lora_allow_unmatched: false,
     }
 }
 

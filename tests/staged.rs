@@ -17,6 +17,8 @@ fn staged_run_matches_diffusers() {
         target: Target::Cuda,
         show_progress: false,
         brll: None,
+        loras: Vec::new(),
+        lora_allow_unmatched: false,
     };
     let compiled = prepare(&options).unwrap();
     // Batch 1: two ONNX Runtime calls per stage, so the chunking is exercised too.

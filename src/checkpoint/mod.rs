@@ -1,7 +1,8 @@
 //! Reading FLUX checkpoints: safetensors files (memory-mapped), naming schemes, configuration
-//! inference, and the resolution of every parameter to the stored bytes behind it.
+//! inference, LoRA files, and the resolution of every parameter to the stored bytes behind it.
 
 pub mod config;
+pub mod lora;
 pub mod model;
 pub mod naming;
 pub mod safetensors;

@@ -91,35 +91,27 @@ fn show(dims: &[Dim]) -> String {
 
 /// The inputs the model takes, in order, with their expected shapes.
 fn expected_inputs(config: &FluxConfig) -> Vec<(&'static str, Vec<Dim>)> {
-    let axes = Dim::Fixed(config.axes_dim.len(), "number of RoPE axes");
+    use Dim::{Fixed, L, N, S};
+    let axes = Fixed(config.axes_dim.len(), "number of RoPE axes");
     let mut inputs = vec![
         (
             "hidden_states",
-            vec![
-                Dim::S,
-                Dim::N,
-                Dim::Fixed(config.in_channels, "in_channels"),
-            ],
+            vec![S, N, Fixed(config.in_channels, "in_channels")],
         ),
         (
             "encoder_hidden_states",
-            vec![
-                Dim::S,
-                Dim::L,
-                Dim::Fixed(config.context_dim, "context width"),
-            ],
+            vec![S, L, Fixed(config.context_dim, "context width")],
         ),
         (
             "pooled_projections",
-            vec![Dim::S, Dim::Fixed(config.pooled_dim, "pooled width")],
+            vec![S, Fixed(config.pooled_dim, "pooled width")],
         ),
-        ("timestep", vec![Dim::S]),
+        ("timestep", vec![S]),
     ];
     if config.guidance {
-        inputs.push(("guidance", vec![Dim::S]));
+        inputs.push(("guidance", vec![S]));
     }
-    inputs.push(("img_ids", vec![Dim::N, axes]));
-    inputs.push(("txt_ids", vec![Dim::L, axes]));
+    inputs.extend([("img_ids", vec![N, axes]), ("txt_ids", vec![L, axes])]);
     inputs
 }
 
@@ -228,40 +220,32 @@ impl InputSet {
                 "synthetic image ids need at least two RoPE axes (row, column); the model has {axes}"
             )));
         }
-        let numel = |dims: &[usize]| {
-            dims.iter()
-                .try_fold(1usize, |a, &d| a.checked_mul(d))
-                .ok_or_else(|| {
-                    Error::Usage(format!("a synthetic input of shape {dims:?} is too large"))
-                })
-        };
-        let normal = |stream: u64, shape: Vec<usize>, std: f32| -> Result<(Vec<usize>, Vec<f32>)> {
+        let normal = |stream: u64, shape: Vec<usize>, std: f32| {
             let mut rng = Rng::new(seed, stream);
-            let data = (0..numel(&shape)?)
-                .map(|_| rng.normal() as f32 * std)
-                .collect();
-            Ok((shape, data))
+            let numel = shape.iter().product();
+            let data = (0..numel).map(|_| rng.normal() as f32 * std);
+            (shape, data.collect())
         };
         let mut tensors = vec![
-            normal(1, vec![s, n, config.in_channels], 1.0)?,
-            normal(2, vec![s, l, config.context_dim], SYNTHETIC_TEXT_STD)?,
-            normal(3, vec![s, config.pooled_dim], 1.0)?,
+            normal(1, vec![s, n, config.in_channels], 1.0),
+            normal(2, vec![s, l, config.context_dim], SYNTHETIC_TEXT_STD),
+            normal(3, vec![s, config.pooled_dim], 1.0),
             (vec![s], stratified_timesteps(s, &mut Rng::new(seed, 4))),
         ];
         if config.guidance {
             tensors.push((vec![s], vec![SYNTHETIC_GUIDANCE; s]));
         }
         let (_, w) = grid(n);
-        let img_ids = (0..numel(&[n, axes])?).map(|i| {
+        let img_ids = (0..n * axes).map(|i| {
             let (token, axis) = (i / axes, i % axes);
             match axes - axis {
-                2 => (token % w) as f32,
+                2 => (token / w) as f32,
                 1 => (token % w) as f32,
                 _ => 0.0,
             }
         });
         tensors.push((vec![n, axes], img_ids.collect()));
-        tensors.push((vec![l, axes], vec![0.0; numel(&[l, axes])?]));
+        tensors.push((vec![l, axes], vec![0.0; l * axes]));
         let names = expected_inputs(config).into_iter().map(|(name, _)| name);
         let tensors = names.zip(tensors).map(|(name, (shape, data))| NamedTensor {
             name: name.to_string(),
@@ -399,7 +383,7 @@ fn unbatch_ids(
 fn grid(n: usize) -> (usize, usize) {
     let h = (1..=n)
         .take_while(|h| h * h <= n)
-        .filter(|h| n % h == 0)
+        .filter(|&h| n.is_multiple_of(h))
         .last()
         .unwrap_or(1);
     (h, n / h)

@@ -1,6 +1,8 @@
 //! Lazy weights: a weight node names its data (a region of the mapped checkpoint, or a tensor
-//! fastflux computed) and only the exporter materializes it, one tensor at a time.
+//! fastflux computed), plus any low-rank deltas to fold in, and only the exporter materializes
+//! it, one tensor at a time.
 
+use super::delta::{Delta, fold};
 use crate::checkpoint::{FluxCheckpoint, TensorSource};
 use crate::dtype::{DType, decode_f32, encode_f32};
 use crate::error::Result;
@@ -14,6 +16,8 @@ pub struct Weight {
     /// The type it is exported in.
     pub dtype: DType,
     pub data: WeightData,
+    /// Low-rank updates (folded LoRA pairs) added to the data at export.
+    pub deltas: Vec<Delta>,
 }
 
 #[derive(Clone, Debug)]
@@ -24,6 +28,17 @@ pub enum WeightData {
 }
 
 impl Weight {
+    /// A weight with no deltas.
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, dtype: DType, data: WeightData) -> Self {
+        Self {
+            name: name.into(),
+            shape,
+            dtype,
+            data,
+            deltas: Vec::new(),
+        }
+    }
+
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
@@ -33,8 +48,24 @@ impl Weight {
     }
 
     /// Appends the weight's bytes in its export type to `out`. Stored bytes of the same type are
-    /// copied as they are; anything else goes through f32.
+    /// copied as they are; anything else goes through f32. A weight with deltas is decoded
+    /// whole to f32, folded, checked and encoded: one tensor in memory at a time.
     pub fn write_bytes(&self, ckpt: &FluxCheckpoint, out: &mut Vec<u8>) -> Result<()> {
+        if !self.deltas.is_empty() {
+            let mut values = self.to_f32(ckpt)?;
+            fold(
+                &self.name,
+                &self.shape,
+                self.dtype,
+                &self.deltas,
+                &mut values,
+            )?;
+            encode_f32(self.dtype, &values, out);
+            if let WeightData::Checkpoint(source) = &self.data {
+                ckpt.release(source);
+            }
+            return Ok(());
+        }
         match &self.data {
             WeightData::Owned(values) => encode_f32(self.dtype, values, out),
             WeightData::Checkpoint(source) => {
@@ -55,7 +86,7 @@ impl Weight {
         Ok(())
     }
 
-    /// The weight's values in f32 (for calibration and tests).
+    /// The weight's values in f32 (for calibration and tests), without its deltas.
     pub fn to_f32(&self, ckpt: &FluxCheckpoint) -> Result<Vec<f32>> {
         match &self.data {
             WeightData::Owned(values) => Ok(values.as_ref().clone()),

@@ -121,12 +121,12 @@ impl Lifter<'_> {
     /// A weight node for the canonical parameter `name`, read lazily from the checkpoint.
     pub fn weight(&mut self, name: &str) -> Result<Value> {
         let source = self.ckpt.source(name)?.clone();
-        let weight = Weight {
-            name: name.to_owned(),
-            shape: source.shape.clone(),
-            dtype: self.dtype,
-            data: WeightData::Checkpoint(source),
-        };
+        let weight = Weight::new(
+            name,
+            source.shape.clone(),
+            self.dtype,
+            WeightData::Checkpoint(source),
+        );
         self.op(Op::Weight(weight), name, &[])
     }
 

@@ -73,12 +73,12 @@ pub fn replace_block(graph: &Graph, fit: &BlockFit) -> Result<Patch> {
                         data.len()
                     )));
                 }
-                let w = Weight {
-                    name: format!("{name}.{suffix}"),
+                let w = Weight::new(
+                    format!("{name}.{suffix}"),
                     shape,
-                    dtype: ty.dtype,
-                    data: WeightData::Owned(data.clone()),
-                };
+                    ty.dtype,
+                    WeightData::Owned(data.clone()),
+                );
                 Ok(patch.add(
                     Op::Weight(w),
                     format!("{name}.{suffix}"),

@@ -1,7 +1,9 @@
-//! Rewrites of the IR. A rule reads the graph and returns a `Patch` (or nothing); `apply`
-//! carries patches out and removes what no output needs any more.
+//! Rewrites of the lifted graph. A rule reads the graph and returns a `Patch` (or nothing);
+//! `apply` carries patches out and removes what no output needs any more. Each pass returns
+//! what the end-of-run summary reports.
 
 pub mod brll;
+pub mod lora;
 mod patch;
 
 pub use patch::{Patch, PatchValue, apply};
