@@ -70,6 +70,37 @@ fn cuda_execution_provider_places_every_node() {
             "{text}"
         );
     }
+    // The fitted nodes of BRLL (conditioned: the widest form) place on CUDA too.
+    let pruned = dir.path().join("pruned-bf16.onnx");
+    let ckpt = golden("diffusers");
+    compile_ok(&[
+        ckpt.to_str().unwrap(),
+        "-o",
+        pruned.to_str().unwrap(),
+        "--dtype",
+        "bf16",
+        "--replace",
+        "double.1,single.2",
+        "--fit",
+        "conditioned",
+        "--calib-samples",
+        "2",
+        "--calib-image-tokens",
+        "16",
+        "--calib-text-tokens",
+        "8",
+        "-q",
+    ]);
+    let out = std::process::Command::new("bash")
+        .arg(&tool)
+        .arg(&pruned)
+        .output()
+        .expect("placement tool runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "BRLL export: nodes off the CUDA execution provider:\n{text}"
+    );
 }
 
 #[test]
