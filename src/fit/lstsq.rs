@@ -4,17 +4,18 @@
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
-use faer::linalg::solvers::Llt;
+use faer::linalg::solvers::{Llt, LltError};
 use faer::prelude::*;
 use faer::{Accum, Side};
 
 /// The default relative ridge. λ = `DEFAULT_RIDGE` · mean(diag(G)) over the x and c entries, so
-/// the penalty scales with the data: multiplying the activations by any factor, or feeding
-/// more rows, leaves the fitted map unchanged (scale-invariant). 1e-6 of the average feature
-/// energy is far below the fit's own error on real blocks (≥ 1e-3), so it biases a well-posed
-/// fit by at most about `ridge · κ(G)` relative, yet it keeps `G + λD` positive definite when
-/// there are fewer tokens than features or features are collinear (FLUX activations have
-/// near-duplicate channels), where plain Cholesky breaks down. The bias entry is not penalized:
+/// the penalty scales with the data: multiplying the activations by any factor, or feeding more
+/// rows, leaves the fitted map unchanged (scale-invariant). It moves a well-posed fit by at most
+/// `ridge · κ(G)` relative (tests/lstsq.rs derives the bound), negligible next to any fit error
+/// worth ranking unless G is nearly singular, and that is exactly the case it exists for: it
+/// keeps `G + λD` positive definite when there are fewer tokens than features, or features are
+/// collinear or constant, where plain Cholesky breaks down. 1e-6 sits well above f64 rounding of
+/// G (~1e-16 · n relative) and well below the data's own scale. The bias entry is not penalized:
 /// shrinking it would pull the fit towards a zero-mean residual for no reason.
 pub const DEFAULT_RIDGE: f64 = 1e-6;
 
@@ -255,7 +256,7 @@ impl NormalEquations {
             }
         }
         let llt = Llt::new(a.as_ref(), Side::Lower).map_err(|e| {
-            let faer::linalg::solvers::LltError::NonPositivePivot { index } = e;
+            let LltError::NonPositivePivot { index } = e;
             FitError::NotPositiveDefinite {
                 pivot: index,
                 order: n,
@@ -356,5 +357,33 @@ impl std::fmt::Debug for NormalEquations {
 fn widen(dst: &mut [f64], src: &[f32]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = s as f64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_by_hand() {
+        // Two rows, d_x = 2, d_c = 1, d_out = 1: z = [x; c; 1]. Small integers, so exact.
+        let mut ne = NormalEquations::new(2, 1, 1);
+        ne.accumulate(&[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0], &[7.0, 8.0], 2);
+        // z₁ = [1 2 5 1], z₂ = [3 4 6 1]; G = z₁z₁ᵀ + z₂z₂ᵀ, C = 7 z₁ + 8 z₂.
+        let g = ne.gram();
+        let expect = [
+            [10.0, 14.0, 23.0, 4.0],
+            [14.0, 20.0, 34.0, 6.0],
+            [23.0, 34.0, 61.0, 11.0],
+            [4.0, 6.0, 11.0, 2.0],
+        ];
+        for (i, row) in expect.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                assert_eq!(g[(i, j)], v, "G[{i},{j}]");
+            }
+        }
+        let c: Vec<f64> = (0..4).map(|i| ne.cross()[(i, 0)]).collect();
+        assert_eq!(c, [31.0, 46.0, 83.0, 15.0]);
+        assert_eq!((ne.residual_energy(), ne.rows()), (113.0, 2));
     }
 }
