@@ -2,26 +2,19 @@
 //! variants of its safetensors files, running the compiler binary, and the checks every refused
 //! input must pass (an `error:` line naming what is wrong, no panic, nothing left at the output).
 
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// `../shared` beside the repository, or `$FASTFLUX_SHARED`.
-pub fn shared() -> PathBuf {
-    std::env::var_os("FASTFLUX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
-/// A file (or folder) of the golden tiny FLUX-dev model.
-pub fn golden(file: &str) -> PathBuf {
-    shared().join("golden/tiny-dev").join(file)
-}
+/// Where the golden references are: one definition for every test binary.
+#[path = "../support/paths.rs"]
+mod paths;
+pub use paths::{golden, shared};
 
 /// The golden model needs `--axes-dim`: its head width is 16, not FLUX.1's 128.
 pub const TINY_AXES: &str = "4,6,6";

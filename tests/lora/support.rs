@@ -3,19 +3,16 @@
 
 use fastflux::runtime::{self, NamedTensor};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// f32 compute against diffusers' reference: the bound.
 pub const TOLERANCE: f64 = 1e-5;
 
-/// `$FASTFLUX_SHARED/golden/tiny-dev`, by default `../shared` beside the repository.
-pub fn golden(file: &str) -> PathBuf {
-    let shared = std::env::var_os("FASTFLUX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
-    shared.join("golden/tiny-dev").join(file)
-}
+#[path = "../support/paths.rs"]
+mod paths;
+#[allow(unused_imports)]
+pub use paths::golden;
 
 /// The two forms of the tiny-dev checkpoint, with the flags each needs: the BFL file carries
 /// no config.json, and tiny-dev's heads are 16 wide, not FLUX's 128.

@@ -1,22 +1,14 @@
 //! Shared by the integration tests: where the golden references are, running the compiler
 //! binary, running a compiled model in ONNX Runtime, and the Python side (`onnx` checker).
 
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 use fastflux::runtime::{self, NamedTensor};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// `../shared` beside the repository, or `$FASTFLUX_SHARED`.
-pub fn shared() -> PathBuf {
-    std::env::var_os("FASTFLUX_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
-pub fn golden(file: &str) -> PathBuf {
-    shared().join("golden/tiny-dev").join(file)
-}
+mod paths;
+pub use paths::{golden, shared};
 
 /// Runs `fastflux-compile` with `args`; returns its output.
 pub fn compile(args: &[&str]) -> Output {
