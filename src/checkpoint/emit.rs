@@ -1,21 +1,15 @@
 //! The BRLL-rewritten model as a checkpoint (`--emit-safetensors`): what sandwich training in
 //! PyTorch loads, and what fastflux reads back to compile the same ONNX again.
 //!
-//! The file is one `.safetensors`, in the input's naming. It holds every stored tensor the
-//! rewritten model still uses, under its original name and type, its bytes copied from the
-//! input; the replaced blocks' branch tensors are left out; and each fitted node adds its F32
-//! tensors `<block>.brll.<stream>.{weight,bias[,cond_weight]}` named as the input names its
-//! blocks (`transformer_blocks.{i}.brll.img.weight` in diffusers). The header's `__metadata__`
-//! says `format: pt`, lists the replaced blocks as JSON in `fastflux.brll`
-//! (`["double_blocks.1","single_blocks.2"]`) and the kind of fit in `fastflux.brll.fit`.
-//!
-//! Reading such a file, `FluxCheckpoint::open` takes the replaced blocks from that metadata
-//! (`replaced_blocks`) and expects the fitted tensors in place of those blocks' branches
-//! (`parameters`); the lifter then builds those blocks as their fitted nodes directly.
-//!
-//! The data is streamed tensor by tensor from the memory-mapped input, so the model is never
-//! in memory whole; the file is written under a temporary name in the target folder and renamed
-//! into place when complete.
+//! One `.safetensors` in the input's naming: every stored tensor the rewritten model still
+//! uses, under its original name and type, bytes copied from the input (streamed tensor by
+//! tensor; written under a temporary name, then renamed); not the replaced branches' tensors;
+//! plus each fitted node's F32 `<block>.brll.<stream>.{weight,bias[,cond_weight]}`, named as the
+//! input names its blocks (`transformer_blocks.{i}.brll.img.weight` in diffusers). Header
+//! metadata: `format: pt`, the replaced blocks as a JSON list in `fastflux.brll`
+//! (`["double_blocks.1","single_blocks.2"]`), the kind of fit in `fastflux.brll.fit`. Reading,
+//! `FluxCheckpoint::open` takes the blocks from that metadata (`replaced_blocks`) and expects
+//! the fitted tensors instead of their branches (`parameters`); the lifter builds them directly.
 
 use super::config::FluxConfig;
 use super::model::FluxCheckpoint;
@@ -32,8 +26,7 @@ use std::sync::Arc;
 
 /// Header metadata: the replaced blocks, a JSON list of block names.
 pub const BRLL_KEY: &str = "fastflux.brll";
-/// Header metadata: `plain` or `conditioned` (`mixed` if a rewritten input was rewritten again
-/// with the other kind).
+/// Header metadata: `plain` or `conditioned` (`mixed`: a rewritten input refitted otherwise).
 pub const FIT_KEY: &str = "fastflux.brll.fit";
 
 /// The streams of a block, as the lifter records them in `BlockIo`.
@@ -181,11 +174,12 @@ pub fn write(path: &Path, ckpt: &FluxCheckpoint, graph: &Graph) -> Result<Emitte
             .get(&key)
             .ok_or_else(|| Error::Internal(format!("tensor `{key}` vanished after resolution")))?;
         let (dtype, shape) = (info.dtype, info.shape.clone());
+        let (name, data) = (key.clone(), Data::Stored(key));
         entries.push(Entry {
-            name: key.clone(),
+            name,
             dtype,
             shape,
-            data: Data::Stored(key),
+            data,
         });
     }
     // Widest types first, as the safetensors library orders them: every tensor stays aligned.
@@ -202,7 +196,6 @@ pub fn write(path: &Path, ckpt: &FluxCheckpoint, graph: &Graph) -> Result<Emitte
         (FIT_KEY, fit.to_owned()),
     ]);
     let header = header(&entries, &metadata);
-
     let pending = Pending::new(path)?;
     let io = |e| Error::io(path, e);
     let mut out = BufWriter::new(std::fs::File::create(&pending.tmp).map_err(io)?);
@@ -271,21 +264,17 @@ struct Pending<'a> {
 
 impl<'a> Pending<'a> {
     fn new(path: &'a Path) -> Result<Self> {
-        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-            Error::Usage(format!(
-                "--emit-safetensors {} has no file name",
-                path.display()
-            ))
-        })?;
+        let no_name = || Error::file(path, "has no file name");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(no_name)?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
         if !dir.is_dir() || path.is_dir() {
-            return Err(Error::file(
-                path,
-                "is a folder, or its folder does not exist",
-            ));
+            return Err(Error::file(path, "is a folder, or its folder is missing"));
         }
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         Ok(Self {
