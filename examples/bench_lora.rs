@@ -62,6 +62,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         brll: None,
         loras,
         lora_allow_unmatched: false,
+        emit_safetensors: None,
     };
     let (plain, with_lora) = (options(Vec::new()), options(vec![a.lora.clone()]));
     compile(&plain)?;

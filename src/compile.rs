@@ -1,8 +1,8 @@
 //! The compile driver: checkpoint → IR → passes → ONNX, with the checks that protect the user's
 //! files, and the report printed at the end (or, with `--plan`, instead of writing anything).
 
-use crate::checkpoint::FluxCheckpoint;
 use crate::checkpoint::lora::LoraSpec;
+use crate::checkpoint::{FluxCheckpoint, emit};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fit::brll::{self as brll_run, BrllOptions, BrllOutcome};
@@ -30,6 +30,9 @@ pub struct CompileOptions {
     pub loras: Vec<LoraSpec>,
     /// `--lora-allow-unmatched`: skip LoRA keys that match no weight instead of failing.
     pub lora_allow_unmatched: bool,
+    /// `--emit-safetensors FILE`: also write the BRLL-rewritten base model (before LoRA) as a
+    /// checkpoint in the input's naming (see `checkpoint::emit`).
+    pub emit_safetensors: Option<PathBuf>,
 }
 
 pub struct Compiled {
@@ -80,18 +83,37 @@ pub fn compile(options: &CompileOptions) -> Result<String> {
     })?;
     let mut compiled = lift_checkpoint(options)?;
     refuse_to_overwrite_inputs(&compiled.ckpt, output)?;
+    if let Some(emit) = &options.emit_safetensors {
+        refuse_to_overwrite_inputs(&compiled.ckpt, emit)?;
+        if resolve(emit).is_some_and(|e| {
+            [
+                output.to_owned(),
+                PathBuf::from(format!("{}.data", output.display())),
+            ]
+            .iter()
+            .any(|o| resolve(o).as_ref() == Some(&e))
+        }) {
+            return Err(Error::Usage(format!(
+                "--emit-safetensors {} is also the ONNX output; choose another path",
+                emit.display()
+            )));
+        }
+    }
     let original = compiled.graph.clone();
     let brll = match &options.brll {
         Some(brll) => Some(brll_run::run(&compiled.ckpt, &mut compiled.graph, brll)?),
         None => None,
     };
+    // The checkpoint that sandwich training loads is the rewritten base model: no LoRA in it.
+    let emitted = match &options.emit_safetensors {
+        Some(path) => Some((path, emit::write(path, &compiled.ckpt, &compiled.graph)?)),
+        None => None,
+    };
     // LoRA deltas meet the final weights: those BRLL fitted, and none of those it removed.
     compiled.lora = fold_loras(&mut compiled, options)?;
+    // No source path: the same checkpoint content and flags give the same bytes, wherever
+    // the checkpoint lies (a file written by --emit-safetensors compiles to what its source did).
     let mut metadata = vec![
-        (
-            "fastflux.source".to_owned(),
-            compiled.ckpt.origin().display().to_string(),
-        ),
         (
             "fastflux.config".to_owned(),
             format!("{:?}", compiled.ckpt.config),
@@ -113,6 +135,21 @@ pub fn compile(options: &CompileOptions) -> Result<String> {
     };
     let summary = onnx::export(&compiled.graph, &compiled.ckpt, output, &export)?;
     let mut text = report(&compiled, output, &summary, start.elapsed().as_secs_f64());
+    if let Some((path, e)) = &emitted {
+        let blocks: Vec<String> = e.replaced.iter().map(ToString::to_string).collect();
+        let _ = write!(
+            text,
+            "\nwrote {} ({} tensors, {}): the BRLL-rewritten base model, blocks replaced: {}",
+            path.display(),
+            e.tensors,
+            human_bytes(e.bytes),
+            if blocks.is_empty() {
+                "none".to_owned()
+            } else {
+                blocks.join(", ")
+            }
+        );
+    }
     if let Some(outcome) = &brll {
         text.push('\n');
         text.push_str(&brll_report(
@@ -276,6 +313,20 @@ pub fn plan(options: &CompileOptions) -> Result<String> {
     let _ = writeln!(r, "checkpoint   {}", c.ckpt.origin().display());
     let _ = writeln!(r, "files        {}", c.ckpt.checkpoint.files().len());
     let _ = writeln!(r, "naming       {}", c.ckpt.scheme.describe());
+    let replaced = c.ckpt.replaced_blocks();
+    if !replaced.is_empty() {
+        let blocks: Vec<String> = replaced.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            r,
+            "replaced     {} (BRLL fits stored in the checkpoint, `{}` metadata; {} fit)",
+            blocks.join(", "),
+            emit::BRLL_KEY,
+            c.ckpt
+                .checkpoint
+                .metadata(emit::FIT_KEY)
+                .unwrap_or("unstated")
+        );
+    }
     for line in c.ckpt.config.to_string().lines() {
         let _ = writeln!(r, "  {line}");
     }

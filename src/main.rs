@@ -79,6 +79,13 @@ struct Cli {
     /// Held-out inputs for --verify [default: synthetic, another seed].
     #[arg(long, value_name = "FILE")]
     verify_inputs: Option<PathBuf>,
+    /// Also write the BRLL-rewritten base model as one .safetensors checkpoint in the input's
+    /// naming: the tensors the rewritten model still uses, copied as stored, plus the fitted
+    /// `brll` tensors (F32), with the replaced blocks listed in its header metadata. It is what
+    /// sandwich training in PyTorch loads; LoRAs are not folded into it. fastflux-compile reads
+    /// it back (pass --axes-dim when the RoPE axes are not FLUX.1's).
+    #[arg(long, value_name = "FILE", conflicts_with = "plan")]
+    emit_safetensors: Option<PathBuf>,
     /// Inspect only: print the naming, configuration, parameters and dtypes (and, with
     /// --prune/--replace/--calib, every block's BRLL fit); write nothing.
     #[arg(long)]
@@ -158,6 +165,7 @@ fn main() -> ExitCode {
         brll,
         loras: cli.lora,
         lora_allow_unmatched: cli.lora_allow_unmatched,
+        emit_safetensors: cli.emit_safetensors,
     };
     let result = if cli.plan {
         compile::plan(&options)

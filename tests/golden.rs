@@ -24,6 +24,7 @@ fn options(checkpoint: &str, target: Target) -> CompileOptions {
         brll: None,
         loras: Vec::new(),
         lora_allow_unmatched: false,
+        emit_safetensors: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn staged_run_matches_diffusers() {
         brll: None,
         loras: Vec::new(),
         lora_allow_unmatched: false,
+        emit_safetensors: None,
     };
     let compiled = prepare(&options).unwrap();
     // Batch 1: two ONNX Runtime calls per stage, so the chunking is exercised too.

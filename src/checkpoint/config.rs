@@ -2,6 +2,8 @@
 //! (name and shape) that configuration implies.
 
 use crate::error::{Error, Result};
+use crate::ir::BlockId;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 
@@ -33,12 +35,15 @@ pub trait ShapeLookup {
 }
 
 impl FluxConfig {
-    /// Infers the configuration. `blocks` are the counted (double, single) blocks; `axes` the
-    /// RoPE axes from `config.json` or the command line, if either gave them.
+    /// Infers the configuration. `blocks` are the counted (double, single) blocks; `replaced`
+    /// those a BRLL rewrite left without their branch tensors (the widths are read off a block
+    /// that kept its branch); `axes` the RoPE axes from `config.json` or the command line, if
+    /// either gave them.
     pub fn infer(
         origin: &Path,
         shapes: &dyn ShapeLookup,
         blocks: (usize, usize),
+        replaced: &BTreeSet<BlockId>,
         axes: Option<Vec<usize>>,
     ) -> Result<Self> {
         let need = |name: &str, rank: usize| -> Result<Vec<usize>> {
@@ -61,10 +66,28 @@ impl FluxConfig {
         let img_in = need("img_in.weight", 2)?;
         let (hidden, in_channels) = (img_in[0], img_in[1]);
         let (double_blocks, single_blocks) = blocks;
-        let norm = if double_blocks > 0 {
-            "double_blocks.0.img_attn.norm.query_norm.scale"
-        } else {
-            "single_blocks.0.norm.query_norm.scale"
+        let kept =
+            |n: usize, block: fn(usize) -> BlockId| (0..n).find(|&i| !replaced.contains(&block(i)));
+        // The widths come from the first block that kept its branch: a double one if any.
+        let width_block = match (
+            kept(double_blocks, BlockId::Double),
+            kept(single_blocks, BlockId::Single),
+        ) {
+            (Some(i), _) => BlockId::Double(i),
+            (None, Some(i)) => BlockId::Single(i),
+            (None, None) if !replaced.is_empty() => {
+                return Err(Error::file(
+                    origin,
+                    "every block's branch is replaced by BRLL (the `fastflux.brll` header \
+                     metadata lists them all), so no tensor gives the head width and MLP width",
+                ));
+            }
+            // No blocks at all: reported as block 0's missing tensors.
+            (None, None) => BlockId::Single(0),
+        };
+        let norm = &match width_block {
+            BlockId::Double(i) => format!("double_blocks.{i}.img_attn.norm.query_norm.scale"),
+            BlockId::Single(i) => format!("single_blocks.{i}.norm.query_norm.scale"),
         };
         let head_dim = need(norm, 1)?[0];
         if head_dim == 0 || hidden % head_dim != 0 || head_dim % 2 != 0 {
@@ -74,10 +97,10 @@ impl FluxConfig {
                 format!("head width {head_dim} must be even and divide the hidden size {hidden}"),
             ));
         }
-        let mlp_hidden = if double_blocks > 0 {
-            need("double_blocks.0.img_mlp.0.weight", 2)?[0]
+        let mlp_hidden = if let BlockId::Double(i) = width_block {
+            need(&format!("double_blocks.{i}.img_mlp.0.weight"), 2)?[0]
         } else {
-            let linear1 = "single_blocks.0.linear1.weight";
+            let linear1 = &format!("{width_block}.linear1.weight");
             let rows = need(linear1, 2)?[0];
             rows.checked_sub(3 * hidden).ok_or_else(|| {
                 Error::tensor(

@@ -3,10 +3,12 @@
 //! beyond the headers; tensor bytes are fetched piece by piece when the exporter streams them.
 
 use super::config::{FluxConfig, ShapeLookup};
+use super::emit;
 use super::naming::{Layout, Scheme};
 use super::source::Checkpoint;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::ir::BlockId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
@@ -32,6 +34,9 @@ pub struct FluxCheckpoint {
     pub scheme: Scheme,
     pub config: FluxConfig,
     sources: BTreeMap<String, TensorSource>,
+    /// Blocks whose branch a BRLL rewrite replaced before this file was written (its
+    /// `fastflux.brll` metadata): they hold the fitted node's tensors instead of the branch's.
+    replaced: BTreeSet<BlockId>,
 }
 
 impl FluxCheckpoint {
@@ -40,14 +45,16 @@ impl FluxCheckpoint {
         let checkpoint = Checkpoint::open(path)?;
         let scheme = Scheme::detect(&checkpoint)?;
         let blocks = count_blocks(&checkpoint, &scheme);
+        let replaced = emit::replaced_blocks(&checkpoint, blocks)?;
         let axes = axes.or_else(|| config_axes(&checkpoint));
         let lookup = Lookup {
             checkpoint: &checkpoint,
             scheme: &scheme,
         };
-        let config = FluxConfig::infer(&checkpoint.origin, &lookup, blocks, axes)?;
+        let config = FluxConfig::infer(&checkpoint.origin, &lookup, blocks, &replaced, axes)?;
+        let present = |name: &str| lookup.shape(name).is_some();
         let mut sources = BTreeMap::new();
-        for (name, shape) in config.parameters() {
+        for (name, shape) in emit::parameters(&config, &replaced, &checkpoint, present) {
             let source = lookup.resolve(&name, &shape)?;
             sources.insert(name, source);
         }
@@ -56,7 +63,19 @@ impl FluxCheckpoint {
             scheme,
             config,
             sources,
+            replaced,
         })
+    }
+
+    /// The blocks a BRLL rewrite already replaced in this checkpoint (empty for a plain one).
+    pub fn replaced_blocks(&self) -> &BTreeSet<BlockId> {
+        &self.replaced
+    }
+
+    /// Whether the checkpoint holds canonical parameter `name` (fitted `cond_weight`s are
+    /// optional: only a conditioned fit has them).
+    pub fn has(&self, name: &str) -> bool {
+        self.sources.contains_key(name)
     }
 
     pub fn origin(&self) -> &Path {

@@ -173,6 +173,9 @@ pub fn diffusers_module(module: &str) -> Option<Layout> {
         ("single_blocks", "linear2") => Some(Layout::Direct(sb("proj_out"))),
         ("single_blocks", "norm.query_norm") => Some(Layout::Direct(sb("attn.norm_q"))),
         ("single_blocks", "norm.key_norm") => Some(Layout::Direct(sb("attn.norm_k"))),
+        // BRLL's fitted nodes (`--emit-safetensors`) keep their names under diffusers' blocks.
+        ("double_blocks", "brll.img" | "brll.txt") => Some(Layout::Direct(db(tail))),
+        ("single_blocks", "brll") => Some(Layout::Direct(sb(tail))),
         _ => None,
     }
 }
@@ -212,6 +215,14 @@ mod tests {
         assert_eq!(
             s.layout("double_blocks.0.txt_attn.norm.key_norm.scale"),
             Layout::Direct("transformer_blocks.0.attn.norm_added_k.weight".into())
+        );
+        assert_eq!(
+            s.layout("double_blocks.1.brll.txt.cond_weight"),
+            Layout::Direct("transformer_blocks.1.brll.txt.cond_weight".into())
+        );
+        assert_eq!(
+            s.layout("single_blocks.2.brll.bias"),
+            Layout::Direct("single_transformer_blocks.2.brll.bias".into())
         );
         assert_eq!(
             s.layout("final_layer.adaLN_modulation.1.weight"),

@@ -19,6 +19,23 @@ pub enum BlockId {
     Single(usize),
 }
 
+impl std::str::FromStr for BlockId {
+    type Err = String;
+
+    /// Parses the display form, `double_blocks.{i}` or `single_blocks.{i}`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let parse = |i: &str| i.parse::<usize>().ok();
+        let block = match s.split_once('.') {
+            Some(("double_blocks", i)) => parse(i).map(Self::Double),
+            Some(("single_blocks", i)) => parse(i).map(Self::Single),
+            _ => None,
+        };
+        block.ok_or_else(|| {
+            format!("`{s}` is not a block name (`double_blocks.N` or `single_blocks.N`)")
+        })
+    }
+}
+
 impl fmt::Display for BlockId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -35,6 +52,9 @@ pub struct Node {
     pub name: String,
     pub block: Option<BlockId>,
     pub outputs: Vec<TensorType>,
+    /// When the node was added, counted per graph: the tie-break of `model_order`. (Node
+    /// indices are no such count: a `StableGraph` reuses the slots of removed nodes.)
+    pub seq: u64,
 }
 
 /// An edge: output `src` of the source node feeds input `dst` of the target node.
@@ -76,6 +96,7 @@ pub struct Graph {
     /// The boundary of every transformer block, recorded by the lifter.
     pub block_io: BTreeMap<BlockId, BlockIo>,
     names: HashSet<String>,
+    next_seq: u64,
 }
 
 impl Graph {
@@ -100,11 +121,14 @@ impl Graph {
             .infer(&types)
             .map_err(|e| Error::Internal(format!("node `{name}`: {e}")))?;
         let n = outputs.len();
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let node = self.graph.add_node(Node {
             op,
             name,
             block,
             outputs,
+            seq,
         });
         for (dst, v) in inputs.iter().enumerate() {
             self.graph.add_edge(v.node, node, Port { src: v.port, dst });
@@ -269,10 +293,10 @@ impl Graph {
         for (&n, _) in pending.iter().filter(|(_, c)| **c == 0) {
             let p = place(n, &position);
             position.insert(n, p);
-            ready.push(Reverse((p, n)));
+            ready.push(Reverse((p, self.graph[n].seq, n)));
         }
         let mut order = Vec::with_capacity(pending.len());
-        while let Some(Reverse((p, n))) = ready.pop() {
+        while let Some(Reverse((p, _, n))) = ready.pop() {
             order.push((n, p));
             for e in self.graph.edges_directed(n, Direction::Outgoing) {
                 let count = pending.get_mut(&e.target()).expect("node in graph");
@@ -280,7 +304,7 @@ impl Graph {
                 if *count == 0 {
                     let p = place(e.target(), &position);
                     position.insert(e.target(), p);
-                    ready.push(Reverse((p, e.target())));
+                    ready.push(Reverse((p, self.graph[e.target()].seq, e.target())));
                 }
             }
         }

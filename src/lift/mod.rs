@@ -5,6 +5,7 @@
 mod double;
 mod embed;
 mod final_layer;
+mod replaced;
 mod single;
 
 use crate::checkpoint::FluxCheckpoint;
@@ -51,7 +52,14 @@ pub fn lift(ckpt: &FluxCheckpoint, options: LiftOptions) -> Result<Graph> {
         let block = BlockId::Double(i);
         lifter.block = Some(block);
         let (img_in, txt_in) = (img, txt);
-        (img, txt) = double::lift_double_block(&mut lifter, i, img, txt, vec, pe)?;
+        (img, txt) = if ckpt.replaced_blocks().contains(&block) {
+            match replaced::lift_replaced_block(&mut lifter, block, &[img, txt], vec)?[..] {
+                [img, txt] => (img, txt),
+                _ => unreachable!("a double block has two streams"),
+            }
+        } else {
+            double::lift_double_block(&mut lifter, i, img, txt, vec, pe)?
+        };
         lifter.record_block(block, vec, &[("img", img_in, img), ("txt", txt_in, txt)]);
     }
     lifter.block = None;
@@ -60,7 +68,11 @@ pub fn lift(ckpt: &FluxCheckpoint, options: LiftOptions) -> Result<Graph> {
         let block = BlockId::Single(i);
         lifter.block = Some(block);
         let x_in = x;
-        x = single::lift_single_block(&mut lifter, i, x, vec, pe)?;
+        x = if ckpt.replaced_blocks().contains(&block) {
+            replaced::lift_replaced_block(&mut lifter, block, &[x], vec)?[0]
+        } else {
+            single::lift_single_block(&mut lifter, i, x, vec, pe)?
+        };
         lifter.record_block(block, vec, &[("x", x_in, x)]);
     }
     lifter.block = None;

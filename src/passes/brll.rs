@@ -4,7 +4,7 @@
 
 use super::patch::{Patch, PatchValue, apply};
 use crate::error::{Error, Result};
-use crate::ir::{BlockId, Graph, Op, Weight, WeightData};
+use crate::ir::{BlockId, Graph, Op, TensorType, Weight, WeightData};
 use std::sync::Arc;
 
 /// A fitted replacement for one stream of one block.
@@ -35,6 +35,78 @@ pub fn node_name(block: BlockId, stream: &str) -> String {
     }
 }
 
+/// Where the weights of one fitted node come from: values just fitted (this pass), or the
+/// tensors of a checkpoint that already holds the rewrite (the lifter, reading a file that
+/// `--emit-safetensors` wrote). Either way the node is built by `fitted_node`.
+pub struct FittedWeights {
+    pub weight: WeightData,
+    pub bias: WeightData,
+    pub cond_weight: Option<WeightData>,
+}
+
+impl From<&StreamFit> for FittedWeights {
+    fn from(f: &StreamFit) -> Self {
+        Self {
+            weight: WeightData::Owned(f.weight.clone()),
+            bias: WeightData::Owned(f.bias.clone()),
+            cond_weight: f.cond_weight.clone().map(WeightData::Owned),
+        }
+    }
+}
+
+/// Adds the fitted node of stream `stream` of `block` to `patch`, reading `input` (of type
+/// `ty`) and, for a conditioned fit, `condition` (`silu(vec)`, `cond_width` wide):
+///
+/// ```text
+/// LinearResidual(x, @<name>.weight, @<name>.bias [, condition, @<name>.cond_weight])
+/// ```
+///
+/// Returns the node's output. Weights are typed like `input`.
+pub fn fitted_node(
+    patch: &mut Patch,
+    block: BlockId,
+    stream: &str,
+    (input, ty): (PatchValue, &TensorType),
+    (condition, cond_width): (PatchValue, usize),
+    data: FittedWeights,
+) -> Result<PatchValue> {
+    let name = node_name(block, stream);
+    let width = ty.last().and_then(|d| d.known()).unwrap_or(0);
+    let mut weight = |suffix: &str, shape: Vec<usize>, data: WeightData| -> Result<PatchValue> {
+        let found = match &data {
+            WeightData::Owned(values) => vec![values.len()],
+            WeightData::Checkpoint(source) => source.shape.clone(),
+        };
+        let fits = match &data {
+            WeightData::Owned(values) => values.len() == shape.iter().product::<usize>(),
+            WeightData::Checkpoint(source) => source.shape == shape,
+        };
+        if !fits {
+            return Err(Error::Internal(format!(
+                "{name}.{suffix}: {found:?} does not fit shape {shape:?}"
+            )));
+        }
+        let w = Weight::new(format!("{name}.{suffix}"), shape, ty.dtype, data);
+        Ok(patch.add(Op::Weight(w), format!("{name}.{suffix}"), Some(block), &[]))
+    };
+    let conditioned = data.cond_weight.is_some();
+    let mut inputs = vec![
+        input,
+        weight("weight", vec![width, width], data.weight)?,
+        weight("bias", vec![width], data.bias)?,
+    ];
+    if let Some(cond) = data.cond_weight {
+        inputs.push(condition);
+        inputs.push(weight("cond_weight", vec![width, cond_width], cond)?);
+    }
+    Ok(patch.add(
+        Op::LinearResidual { conditioned },
+        name,
+        Some(block),
+        &inputs,
+    ))
+}
+
 // Matched, per stream s of the block (from the lifter's `BlockIo`):
 //
 //     x_s ──▶ [every node tagged with the block] ──▶ y_s
@@ -50,6 +122,11 @@ pub fn replace_block(graph: &Graph, fit: &BlockFit) -> Result<Patch> {
         .block_io
         .get(&fit.block)
         .ok_or_else(|| Error::Usage(format!("{} is not in the model", fit.block)))?;
+    let cond_width = graph
+        .ty(io.condition)
+        .last()
+        .and_then(|d| d.known())
+        .unwrap_or(0);
     let mut patch = Patch::default();
     for stream in &io.streams {
         let f = fit
@@ -62,48 +139,14 @@ pub fn replace_block(graph: &Graph, fit: &BlockFit) -> Result<Patch> {
                     stream.name, fit.block
                 ))
             })?;
-        let name = node_name(fit.block, &stream.name);
-        let ty = graph.ty(stream.input);
-        let width = ty.last().and_then(|d| d.known()).unwrap_or(0);
-        let mut weight =
-            |suffix: &str, shape: Vec<usize>, data: &Arc<Vec<f32>>| -> Result<PatchValue> {
-                if data.len() != shape.iter().product::<usize>() {
-                    return Err(Error::Internal(format!(
-                        "{name}.{suffix}: {} values for shape {shape:?}",
-                        data.len()
-                    )));
-                }
-                let w = Weight::new(
-                    format!("{name}.{suffix}"),
-                    shape,
-                    ty.dtype,
-                    WeightData::Owned(data.clone()),
-                );
-                Ok(patch.add(
-                    Op::Weight(w),
-                    format!("{name}.{suffix}"),
-                    Some(fit.block),
-                    &[],
-                ))
-            };
-        let mut inputs = vec![
-            PatchValue::Old(stream.input),
-            weight("weight", vec![width, width], &f.weight)?,
-            weight("bias", vec![width], &f.bias)?,
-        ];
-        if let Some(cond) = &f.cond_weight {
-            let cond_width = graph
-                .ty(io.condition)
-                .last()
-                .and_then(|d| d.known())
-                .unwrap_or(0);
-            inputs.push(PatchValue::Old(io.condition));
-            inputs.push(weight("cond_weight", vec![width, cond_width], cond)?);
-        }
-        let op = Op::LinearResidual {
-            conditioned: f.cond_weight.is_some(),
-        };
-        let out = patch.add(op, name, Some(fit.block), &inputs);
+        let out = fitted_node(
+            &mut patch,
+            fit.block,
+            &stream.name,
+            (PatchValue::Old(stream.input), graph.ty(stream.input)),
+            (PatchValue::Old(io.condition), cond_width),
+            f.into(),
+        )?;
         patch.replace(stream.output, out);
     }
     Ok(patch)

@@ -6,4 +6,4 @@ pub mod brll;
 pub mod lora;
 mod patch;
 
-pub use patch::{Patch, PatchValue, apply};
+pub use patch::{Patch, PatchValue, apply, insert};

@@ -53,17 +53,34 @@ impl Patch {
 
 /// Applies `patch`; then removes the nodes nothing depends on. Returns how many were removed.
 pub fn apply(graph: &mut Graph, patch: Patch) -> Result<usize> {
-    let mut added: Vec<Vec<Value>> = Vec::with_capacity(patch.nodes.len());
-    let resolve = |added: &Vec<Vec<Value>>, v: PatchValue| match v {
-        PatchValue::Old(v) => v,
-        PatchValue::New { node, port } => added[node][port],
-    };
-    for node in patch.nodes {
-        let inputs: Vec<Value> = node.inputs.iter().map(|&v| resolve(&added, v)).collect();
-        added.push(graph.add(node.op, node.name, node.block, &inputs)?);
-    }
+    let added = add_nodes(graph, patch.nodes)?;
     for (old, new) in patch.replace {
         graph.replace_uses(old, resolve(&added, new));
     }
     Ok(graph.remove_dead())
+}
+
+/// Adds the patch's nodes to a graph that is still being built (the lifter), where nothing is
+/// replaced and nothing is dead yet; returns the value `v` (a patch value) became.
+pub fn insert(graph: &mut Graph, patch: Patch, v: PatchValue) -> Result<Value> {
+    let added = add_nodes(graph, patch.nodes)?;
+    Ok(resolve(&added, v))
+}
+
+type Added = Vec<Vec<Value>>;
+
+fn add_nodes(graph: &mut Graph, nodes: Vec<PatchNode>) -> Result<Added> {
+    let mut added: Added = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let inputs: Vec<Value> = node.inputs.iter().map(|&v| resolve(&added, v)).collect();
+        added.push(graph.add(node.op, node.name, node.block, &inputs)?);
+    }
+    Ok(added)
+}
+
+fn resolve(added: &Added, v: PatchValue) -> Value {
+    match v {
+        PatchValue::Old(v) => v,
+        PatchValue::New { node, port } => added[node][port],
+    }
 }

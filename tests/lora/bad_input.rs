@@ -161,6 +161,7 @@ fn options() -> CompileOptions {
         brll: None,
         loras: Vec::new(),
         lora_allow_unmatched: false,
+        emit_safetensors: None,
     }
 }
 

@@ -234,6 +234,7 @@ fn options(loras: Vec<LoraSpec>) -> CompileOptions {
         brll: None,
         loras,
         lora_allow_unmatched: false,
+        emit_safetensors: None,
     }
 }
 
