@@ -196,6 +196,7 @@ fn main() -> Res<()> {
         brll: None,
         loras: Vec::new(),
         lora_allow_unmatched: false,
+        emit_safetensors: None,
     };
     // Lifts, optionally runs BRLL and replaces `zero`'s blocks by the identity, and exports.
     let build = |out: &str, options: Option<BrllOptions>, zero: &[BlockFit]| -> Res<Built> {

@@ -80,6 +80,7 @@ fn main() -> Res<()> {
         brll: None,
         loras: Vec::new(),
         lora_allow_unmatched: false,
+        emit_safetensors: None,
     };
     let mut brll_options = BrllOptions {
         selection: Selection::Prune(a.prune),
