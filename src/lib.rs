@@ -14,6 +14,7 @@ pub mod ir;
 pub mod lift;
 pub mod onnx;
 pub mod passes;
+pub mod report;
 pub mod runtime;
 
 pub use error::{Error, Result};
