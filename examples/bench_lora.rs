@@ -17,7 +17,6 @@ use clap::Parser;
 use fastflux::checkpoint::lora::LoraSpec;
 use fastflux::compile::{CompileOptions, compile};
 use fastflux::dtype::DType;
-use fastflux::onnx::Target;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -53,16 +52,10 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let dir = a.out_dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     let options = |loras: Vec<LoraSpec>| CompileOptions {
-        checkpoint: a.checkpoint.clone(),
         output: Some(dir.join("bench.onnx")),
         dtype: a.dtype,
-        axes_dim: None,
-        target: Target::Cuda,
-        show_progress: false,
-        brll: None,
         loras,
-        lora_allow_unmatched: false,
-        emit_safetensors: None,
+        ..CompileOptions::new(a.checkpoint.clone())
     };
     let (plain, with_lora) = (options(Vec::new()), options(vec![a.lora.clone()]));
     compile(&plain)?;

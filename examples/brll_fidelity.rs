@@ -187,16 +187,10 @@ fn main() -> Res<()> {
     let noise: Vec<f32> = (0..a.draws * 256).map(|_| rng.sample()).collect();
 
     let base = |out: &str| CompileOptions {
-        checkpoint: a.toy.join("flux-bfl.safetensors"),
         output: Some(dir.join(out)),
         dtype: Some(DType::F32),
         axes_dim: Some(vec![4, 6, 6]),
-        target: Target::Cuda,
-        show_progress: false,
-        brll: None,
-        loras: Vec::new(),
-        lora_allow_unmatched: false,
-        emit_safetensors: None,
+        ..CompileOptions::new(a.toy.join("flux-bfl.safetensors"))
     };
     // Lifts, optionally runs BRLL and replaces `zero`'s blocks by the identity, and exports.
     let build = |out: &str, options: Option<BrllOptions>, zero: &[BlockFit]| -> Res<Built> {

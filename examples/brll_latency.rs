@@ -71,16 +71,9 @@ fn main() -> Res<()> {
     let tmp = tempfile::tempdir()?;
     let dir = a.out_dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     let options = |out: &str| CompileOptions {
-        checkpoint: a.checkpoint.clone(),
         output: Some(dir.join(out)),
         dtype: Some(DType::F32),
-        axes_dim: None,
-        target: Target::Cuda,
-        show_progress: false,
-        brll: None,
-        loras: Vec::new(),
-        lora_allow_unmatched: false,
-        emit_safetensors: None,
+        ..CompileOptions::new(a.checkpoint.clone())
     };
     let mut brll_options = BrllOptions {
         selection: Selection::Prune(a.prune),

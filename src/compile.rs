@@ -35,6 +35,25 @@ pub struct CompileOptions {
     pub emit_safetensors: Option<PathBuf>,
 }
 
+impl CompileOptions {
+    /// Compiling `checkpoint` with every choice at its default: no output, the checkpoint's
+    /// dtype, axes from the checkpoint, the CUDA target, no BRLL, no LoRA, no progress bar.
+    pub fn new(checkpoint: impl Into<PathBuf>) -> Self {
+        Self {
+            checkpoint: checkpoint.into(),
+            output: None,
+            dtype: None,
+            axes_dim: None,
+            target: Target::Cuda,
+            show_progress: false,
+            brll: None,
+            loras: Vec::new(),
+            lora_allow_unmatched: false,
+            emit_safetensors: None,
+        }
+    }
+}
+
 pub struct Compiled {
     pub ckpt: FluxCheckpoint,
     pub graph: Graph,

@@ -15,16 +15,10 @@ const TOLERANCE: f64 = 1e-5;
 
 fn options(checkpoint: &str, target: Target) -> CompileOptions {
     CompileOptions {
-        checkpoint: golden(checkpoint),
-        output: None,
         dtype: Some(fastflux::dtype::DType::F32),
         axes_dim: Some(vec![4, 6, 6]),
         target,
-        show_progress: false,
-        brll: None,
-        loras: Vec::new(),
-        lora_allow_unmatched: false,
-        emit_safetensors: None,
+        ..CompileOptions::new(golden(checkpoint))
     }
 }
 

@@ -3,23 +3,14 @@
 mod support;
 
 use fastflux::compile::{CompileOptions, prepare};
-use fastflux::onnx::Target;
 use fastflux::runtime::{read_f32_tensors, relative_l2, staged::StagedRunner};
 use support::*;
 
 #[test]
 fn staged_run_matches_diffusers() {
     let options = CompileOptions {
-        checkpoint: golden("diffusers"),
-        output: None,
         dtype: Some(fastflux::dtype::DType::F32),
-        axes_dim: None,
-        target: Target::Cuda,
-        show_progress: false,
-        brll: None,
-        loras: Vec::new(),
-        lora_allow_unmatched: false,
-        emit_safetensors: None,
+        ..CompileOptions::new(golden("diffusers"))
     };
     let compiled = prepare(&options).unwrap();
     // Batch 1: two ONNX Runtime calls per stage, so the chunking is exercised too.

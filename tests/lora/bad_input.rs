@@ -152,16 +152,9 @@ fn a_non_finite_folded_weight_is_named() {
 
 fn options() -> CompileOptions {
     CompileOptions {
-        checkpoint: golden("flux-bfl.safetensors"),
-        output: None,
         dtype: Some(DType::F32),
         axes_dim: Some(vec![4, 6, 6]),
-        target: fastflux::onnx::Target::Cuda,
-        show_progress: false,
-        brll: None,
-        loras: Vec::new(),
-        lora_allow_unmatched: false,
-        emit_safetensors: None,
+        ..CompileOptions::new(golden("flux-bfl.safetensors"))
     }
 }
 

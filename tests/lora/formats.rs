@@ -225,16 +225,10 @@ fn norm_out_linear_lands_on_the_final_modulation_with_its_halves_swapped() {
 
 fn options(loras: Vec<LoraSpec>) -> CompileOptions {
     CompileOptions {
-        checkpoint: golden("flux-bfl.safetensors"),
-        output: None,
         dtype: Some(fastflux::dtype::DType::F32),
         axes_dim: Some(vec![4, 6, 6]),
-        target: fastflux::onnx::Target::Cuda,
-        show_progress: false,
-        brll: None,
         loras,
-        lora_allow_unmatched: false,
-        emit_safetensors: None,
+        ..CompileOptions::new(golden("flux-bfl.safetensors"))
     }
 }
 
