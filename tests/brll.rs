@@ -33,6 +33,18 @@ fn tiny() -> FluxCheckpoint {
     FluxCheckpoint::open(&golden("diffusers"), None).unwrap()
 }
 
+/// The command-line flags that make the compiler calibrate on exactly `inputs()`.
+const CALIBRATION_FLAGS: [&str; 8] = [
+    "--calib-samples",
+    "6",
+    "--calib-image-tokens",
+    "64",
+    "--calib-text-tokens",
+    "16",
+    "--seed",
+    "3",
+];
+
 fn inputs(ckpt: &FluxCheckpoint) -> InputSet {
     let spec = SyntheticSpec {
         samples: 6,
@@ -175,26 +187,24 @@ fn prune_replaces_the_lowest_error_blocks() {
 
     // 0.34 of 6 blocks rounds to 2: the two lowest-error blocks of the ranking.
     let out = dir.path().join("pruned.onnx");
-    let report = compile_ok(&[
-        ckpt_path.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--axes-dim",
-        "4,6,6",
-        "--dtype",
-        "f32",
-        "--prune",
-        "0.34",
-        "--calib-samples",
-        "6",
-        "--calib-image-tokens",
-        "64",
-        "--calib-text-tokens",
-        "16",
-        "--seed",
-        "3",
-        "-q",
-    ]);
+    let report = compile_ok(
+        &[
+            ckpt_path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--axes-dim",
+            "4,6,6",
+            "--dtype",
+            "f32",
+            "--prune",
+            "0.34",
+            "-q",
+        ]
+        .iter()
+        .chain(&CALIBRATION_FLAGS)
+        .copied()
+        .collect::<Vec<_>>(),
+    );
     for expected in [by_error[0].block, by_error[1].block] {
         assert!(
             report.contains(&format!("{expected} ")),
@@ -221,25 +231,23 @@ fn exported_pruned_model_computes_what_calibration_predicted() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("pruned.onnx");
     let ckpt_path = golden("diffusers");
-    let report = compile_ok(&[
-        ckpt_path.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--dtype",
-        "f32",
-        "--replace",
-        "double.1,single.2",
-        "--calib-samples",
-        "6",
-        "--calib-image-tokens",
-        "64",
-        "--calib-text-tokens",
-        "16",
-        "--seed",
-        "3",
-        "--verify",
-        "-q",
-    ]);
+    let report = compile_ok(
+        &[
+            ckpt_path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--dtype",
+            "f32",
+            "--replace",
+            "double.1,single.2",
+            "--verify",
+            "-q",
+        ]
+        .iter()
+        .chain(&CALIBRATION_FLAGS)
+        .copied()
+        .collect::<Vec<_>>(),
+    );
     assert!(
         report.contains("verification       relative L2 error"),
         "{report}"
