@@ -117,9 +117,10 @@ impl Graph {
             return Err(Error::Internal(format!("two IR nodes named `{name}`")));
         }
         let types: Vec<&TensorType> = inputs.iter().map(|v| self.ty(*v)).collect();
-        let outputs = op
-            .infer(&types)
-            .map_err(|e| Error::Internal(format!("node `{name}`: {e}")))?;
+        let outputs = op.infer(&types).map_err(|source| Error::Type {
+            node: name.clone(),
+            source,
+        })?;
         let n = outputs.len();
         let seq = self.next_seq;
         self.next_seq += 1;
