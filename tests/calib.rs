@@ -11,34 +11,17 @@ use std::path::{Path, PathBuf};
 
 /// The trained toy of `shared/toy/digits` (its meta.json).
 fn toy() -> FluxConfig {
-    FluxConfig {
-        hidden: 64,
-        heads: 4,
-        head_dim: 16,
-        mlp_hidden: 256,
-        double_blocks: 2,
-        single_blocks: 6,
-        in_channels: 4,
-        out_channels: 4,
-        context_dim: 32,
-        pooled_dim: 16,
-        time_embed_dim: 256,
-        guidance: false,
-        axes_dim: vec![4, 6, 6],
-        theta: 10_000,
-    }
+    FluxConfig::builder()
+        .blocks(2, 6)
+        .channels(4, 4)
+        .pooled_dim(16)
+        .guidance(false)
+        .build()
 }
 
 /// The golden tiny-dev model (`shared/golden/tiny-dev/meta.json`).
 fn tiny_dev() -> FluxConfig {
-    FluxConfig {
-        single_blocks: 4,
-        in_channels: 16,
-        out_channels: 16,
-        pooled_dim: 24,
-        guidance: true,
-        ..toy()
-    }
+    FluxConfig::builder().build()
 }
 
 const ORDER: [&str; 6] = [
@@ -165,10 +148,7 @@ fn loads_the_golden_inputs_with_guidance() {
     assert_eq!(shape(&set, "pooled_projections"), [2, 24]);
     assert_eq!(set.get("guidance").unwrap().data, [1.8801951, 2.2696404]);
     // For a model without a guidance embedding the same file's `guidance` is ignored.
-    let unguided = FluxConfig {
-        guidance: false,
-        ..tiny_dev()
-    };
+    let unguided = FluxConfig::builder().guidance(false).build();
     let set = InputSet::load(&path, &unguided).unwrap();
     assert_eq!(names(&set), ORDER);
 }
