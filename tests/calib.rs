@@ -4,7 +4,7 @@
 
 mod support;
 
-use fastflux::checkpoint::FluxConfig;
+use fastflux::checkpoint::{FluxCheckpoint, FluxConfig};
 use fastflux::fit::calib::{InputSet, SYNTHETIC_TEXT_STD, SyntheticSpec, held_out_seed};
 use fastflux::runtime::NamedTensor;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,17 @@ fn toy() -> FluxConfig {
 /// The golden tiny-dev model (`shared/golden/tiny-dev/meta.json`).
 fn tiny_dev() -> FluxConfig {
     FluxConfig::builder().build()
+}
+
+/// The two configurations above, and so `FluxConfig::builder()`'s defaults, are those the lifter
+/// infers from the models' own checkpoints.
+#[test]
+fn the_configurations_are_those_of_the_checkpoints() {
+    let toy_file = support::shared().join("toy/digits/flux-bfl.safetensors");
+    let toy_checkpoint = FluxCheckpoint::open(&toy_file, Some(vec![4, 6, 6])).unwrap();
+    assert_eq!(toy_checkpoint.config, toy());
+    let tiny_dev_checkpoint = FluxCheckpoint::open(&support::golden("diffusers"), None).unwrap();
+    assert_eq!(tiny_dev_checkpoint.config, tiny_dev());
 }
 
 const ORDER: [&str; 6] = [
