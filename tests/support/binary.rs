@@ -22,18 +22,13 @@ pub const CHECKPOINTS: [(&str, &[&str]); 2] = [
 /// The command line that compiles the golden `checkpoint` (one of [`CHECKPOINTS`]) to `out` in
 /// f32, quietly, with the flags it needs and then `extra`.
 pub fn golden_f32_args(checkpoint: &str, out: &Path, extra: &[&str]) -> Vec<OsString> {
-    let flags = CHECKPOINTS
+    let needed = CHECKPOINTS
         .iter()
         .find(|(c, _)| *c == checkpoint)
         .map_or(&[][..], |(_, f)| f);
-    let mut args = vec![golden(checkpoint).into_os_string(), "-o".into(), out.into()];
-    args.extend(
-        ["--dtype", "f32", "-q"]
-            .into_iter()
-            .chain(flags.iter().copied())
-            .map(OsString::from),
-    );
-    args.extend(extra.iter().map(OsString::from));
+    let mut args: Vec<OsString> = vec![golden(checkpoint).into(), "-o".into(), out.into()];
+    let flags = ["--dtype", "f32", "-q"].iter().chain(needed).chain(extra);
+    args.extend(flags.map(OsString::from));
     args
 }
 
