@@ -4,44 +4,20 @@
 //! compute what the golden model computes, within what its rounding explains. The conversions
 //! (and the e4m3 codec) are written here, independently of `src/dtype.rs`.
 
-mod common;
+mod support;
 
-use common::*;
 use fastflux::runtime;
 use half::{bf16, f16};
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
+use support::*;
 use tempfile::TempDir;
 
 const COMFY_PREFIX: &str = "model.diffusion_model.";
 
-/// The golden inputs and diffusers' float64 output for them.
-fn reference() -> (Vec<runtime::NamedTensor>, Vec<f64>) {
-    let inputs = runtime::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
-    let tensors = read_tensors(&golden("expected.safetensors"));
-    let expected = tensors.iter().find(|t| t.name == "output_f64").unwrap();
-    let values = expected
-        .data
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (inputs, values)
-}
-
-/// Runs a compiled model on the golden inputs; returns `latent`.
-fn run(model: &Path) -> Vec<f32> {
-    let (inputs, _) = reference();
-    let outputs = runtime::run_model_file(model, &inputs, 2).expect("the model runs");
-    outputs
-        .into_iter()
-        .find(|t| t.name == "latent")
-        .expect("output `latent`")
-        .data
-}
-
 /// Compiles `checkpoint` to `dir/name.onnx` with `extra` flags; returns the model's path and
 /// the compiler's closing report.
-fn compile(checkpoint: &Path, dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, String) {
+fn compile_to(checkpoint: &Path, dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, String) {
     let output = dir.join(format!("{name}.onnx"));
     let mut args: Vec<&std::ffi::OsStr> = vec![
         checkpoint.as_os_str(),
@@ -198,18 +174,18 @@ const GAIN_BOUND: f64 = 7.5;
 
 /// The golden BFL tensors with every one converted to `stored`, and the same values decoded
 /// back to f32 (the weights a correct reader must see).
-fn convert(stored: Stored) -> (Vec<Tensor>, Vec<Tensor>) {
+fn convert(stored: Stored) -> (Vec<StoredTensor>, Vec<StoredTensor>) {
     let golden_tensors = read_tensors(&golden("flux-bfl.safetensors"));
     let mut converted = Vec::new();
     let mut dequantized = Vec::new();
     for t in golden_tensors {
         let bytes = stored.encode(&t.f32_values());
-        dequantized.push(Tensor::from_f32(
+        dequantized.push(StoredTensor::from_f32(
             &t.name,
             t.shape.clone(),
             &stored.decode(&bytes),
         ));
-        converted.push(Tensor {
+        converted.push(StoredTensor {
             name: t.name,
             dtype: stored.dtype(),
             shape: t.shape,
@@ -220,9 +196,11 @@ fn convert(stored: Stored) -> (Vec<Tensor>, Vec<Tensor>) {
 }
 
 /// The relative L2 error of all `dequantized` weights, taken together, against the golden ones.
-fn weight_error(dequantized: &[Tensor]) -> f64 {
+fn weight_error(dequantized: &[StoredTensor]) -> f64 {
     let golden_tensors = read_tensors(&golden("flux-bfl.safetensors"));
-    let flat = |ts: &[Tensor]| -> Vec<f32> { ts.iter().flat_map(Tensor::f32_values).collect() };
+    let flat = |ts: &[StoredTensor]| -> Vec<f32> {
+        ts.iter().flat_map(StoredTensor::f32_values).collect()
+    };
     // Both sorted by name, so the values line up.
     runtime::relative_l2(&flat(dequantized), &flat(&golden_tensors))
 }
@@ -247,9 +225,9 @@ fn comfyui_prefixed_checkpoint() {
     assert!(plan.contains("stored as    f32 (100 tensors"), "{plan}");
     assert!(!plan.contains("ignored"), "{plan}");
 
-    let (model, _) = compile(&ckpt, dir.path(), "comfy", &[]);
-    let (_, expected) = reference();
-    let err = runtime::relative_l2(&run(&model), &expected);
+    let (model, _) = compile_to(&ckpt, dir.path(), "comfy", &[]);
+    let expected = golden_reference("expected.safetensors");
+    let err = runtime::relative_l2(&run_golden(&model), &expected);
     // The bar for the f32 models compiled from the golden namings.
     assert!(err < 1e-5, "relative L2 error {err:e}");
 }
@@ -279,16 +257,16 @@ fn stored_type_compiles_and_computes(stored: Stored) {
 
     // The default: weights and compute in the export type (not run: ONNX Runtime's CPU
     // provider lacks bf16 kernels; the golden tests cover running f16/bf16 exports).
-    let (_, report) = compile(&ckpt, dir.path(), "default", &[]);
+    let (_, report) = compile_to(&ckpt, dir.path(), "default", &[]);
     assert!(
         report.contains(&format!(" of weights ({export_name})")),
         "{report}"
     );
-    let (f32_model, report) = compile(&ckpt, dir.path(), "f32", &["--dtype", "f32"]);
+    let (f32_model, report) = compile_to(&ckpt, dir.path(), "f32", &["--dtype", "f32"]);
     assert!(report.contains(" of weights (f32)"), "{report}");
 
-    let (_, expected) = reference();
-    let err = runtime::relative_l2(&run(&f32_model), &expected);
+    let expected = golden_reference("expected.safetensors");
+    let err = runtime::relative_l2(&run_golden(&f32_model), &expected);
     let eps_w = weight_error(&dequantized);
     eprintln!(
         "{stored:?}: weights {eps_w:e}, output {err:e} ({:.2} x)",
@@ -330,15 +308,15 @@ fn dequantization_is_exact(stored: Stored) {
     );
     write_tensors(&quantized_ckpt, &converted);
     write_tensors(&f32_ckpt, &dequantized);
-    let (from_quantized, _) = compile(&quantized_ckpt, dir.path(), "q", &["--dtype", "f32"]);
-    let (from_f32, _) = compile(&f32_ckpt, dir.path(), "f", &["--dtype", "f32"]);
+    let (from_quantized, _) = compile_to(&quantized_ckpt, dir.path(), "q", &["--dtype", "f32"]);
+    let (from_f32, _) = compile_to(&f32_ckpt, dir.path(), "f", &["--dtype", "f32"]);
 
     let data = |m: &Path| std::fs::read(format!("{}.data", m.display())).unwrap();
     assert!(
         data(&from_quantized) == data(&from_f32),
         "{stored:?}: the dequantized weights differ from the test's decoding"
     );
-    let err = runtime::relative_l2(&run(&from_quantized), &run(&from_f32));
+    let err = runtime::relative_l2(&run_golden(&from_quantized), &run_golden(&from_f32));
     assert!(err <= 1e-6, "{stored:?}: outputs differ by {err:e}");
 }
 

@@ -2,6 +2,7 @@
 //! inference, LoRA files, and the resolution of every parameter to the stored bytes behind it.
 
 pub mod config;
+pub mod config_builder;
 pub mod emit;
 pub mod lora;
 pub mod model;

@@ -3,6 +3,7 @@
 //! a non-finite folded result. Every failure names the culprit and leaves no output behind.
 //! Also: LoRA pairs on fitted BRLL nodes fold by the node's weight name.
 
+use crate::check;
 use crate::support::*;
 use fastflux::checkpoint::lora::LoraSpec;
 use fastflux::compile::{CompileOptions, prepare};
@@ -19,7 +20,8 @@ fn fails_with(lora: &Lora, extra: &[&str]) -> String {
     let path = lora.write(dir.path(), "bad.safetensors");
     let mut args = vec!["--lora", &path];
     args.extend(extra);
-    let err = compile_err("flux-bfl.safetensors", &dir.path().join("m.onnx"), &args);
+    let out = dir.path().join("m.onnx");
+    let err = compile_err(&golden_f32_args("flux-bfl.safetensors", &out, &args), &out);
     println!("{err}");
     assert!(
         err.contains("bad.safetensors"),
@@ -206,10 +208,7 @@ fn lora_on_a_fitted_node_folds_by_its_weight_name() {
     // Rank 1 on the zero-initialised node: the folded weight is scale · up ⊗ down.
     let down: Vec<f32> = (0..64).map(|j| j as f32 / 64.0).collect();
     let up: Vec<f32> = (0..64).map(|i| 1.0 - i as f32 / 32.0).collect();
-    let mut file = Lora {
-        tensors: Default::default(),
-        metadata: None,
-    };
+    let mut file = Lora::empty();
     file.insert(
         "double_blocks.1.brll.img.lora_A.weight",
         vec![1, 64],

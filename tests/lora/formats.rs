@@ -1,6 +1,7 @@
 //! The other namings and the scales: the kohya file rewritten in XLabs and original (BFL)
 //! naming must fold to diffusers' kohya reference; scales add up and scale 0 is the base model.
 
+use crate::check;
 use crate::support::*;
 use fastflux::checkpoint::lora::LoraSpec;
 use fastflux::compile::{CompileOptions, Compiled, prepare};
@@ -34,11 +35,7 @@ fn put(file: &mut Lora, prefix: &str, suffixes: [&str; 2], (down, up): (Matrix, 
 #[test]
 fn xlabs_and_original_naming_fold_like_kohya() {
     let mut kohya = Lora::read("lora-kohya.safetensors");
-    let empty = || Lora {
-        tensors: BTreeMap::new(),
-        metadata: None,
-    };
-    let (mut xlabs, mut original) = (empty(), empty());
+    let (mut xlabs, mut original) = (Lora::empty(), Lora::empty());
     let xl = [".down.weight", ".up.weight"];
     for i in 0..2 {
         let qkv = pair(&mut kohya, &format!("double_blocks_{i}_img_attn_qkv"), true);
@@ -198,10 +195,7 @@ fn norm_out_linear_lands_on_the_final_modulation_with_its_halves_swapped() {
     let swapped = [&up[128..], &up[..128]].concat();
     let dir = tempfile::tempdir().unwrap();
     let file = |module: &str, up: Vec<f32>, name: &str| {
-        let mut lora = Lora {
-            tensors: BTreeMap::new(),
-            metadata: None,
-        };
+        let mut lora = Lora::empty();
         lora.insert(
             &format!("{module}.lora_A.weight"),
             vec![2, 64],

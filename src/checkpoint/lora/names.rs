@@ -208,22 +208,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> FluxConfig {
-        FluxConfig {
-            hidden: 64,
-            heads: 4,
-            head_dim: 16,
-            mlp_hidden: 256,
-            double_blocks: 2,
-            single_blocks: 4,
-            in_channels: 16,
-            out_channels: 16,
-            context_dim: 32,
-            pooled_dim: 24,
-            time_embed_dim: 256,
-            guidance: true,
-            axes_dim: vec![4, 6, 6],
-            theta: 10_000,
-        }
+        FluxConfig::builder().build()
     }
 
     fn rows(names: &ModuleNames, path: &str) -> (String, Range<usize>, bool) {

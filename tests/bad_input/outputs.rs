@@ -1,0 +1,165 @@
+//! Bad output paths: an output (or its data file) that is an input file, an output folder that
+//! does not exist, is a file or is not writable, an output path that is a folder.
+
+use super::scratch::*;
+use crate::support::*;
+use std::path::{Path, PathBuf};
+
+/// The bytes themselves: the inputs here are 2.4 MB, a hash would add nothing.
+fn bytes_of(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn output_equal_to_the_input_is_refused() {
+    let s = Scratch::new();
+    let ckpt = s.bfl_variant("m.safetensors", |_| {});
+    std::fs::create_dir(s.path("sub")).unwrap();
+    let before = bytes_of(&ckpt);
+    let files_before = listing(s.dir.path());
+    let spellings = [
+        ckpt.clone(),
+        // The same file through another path.
+        s.dir.path().join("sub/../m.safetensors"),
+    ];
+    for output in spellings {
+        let out = s.compile_to(&ckpt, &output);
+        assert_refused(&out, &["m.safetensors", "would overwrite the input"]);
+        assert!(bytes_of(&ckpt) == before, "the input changed");
+        assert_eq!(listing(s.dir.path()), files_before);
+    }
+}
+
+/// `-o m.onnx` writes its weights to `m.onnx.data`: that must not be the input either.
+#[test]
+fn output_data_file_equal_to_the_input_is_refused() {
+    let s = Scratch::new();
+    let ckpt = s.bfl_variant("m.onnx.data", |_| {});
+    let before = bytes_of(&ckpt);
+    let files_before = listing(s.dir.path());
+    let out = s.compile_to(&ckpt, &s.path("m.onnx"));
+    assert_refused(&out, &["m.onnx.data", "would overwrite the input"]);
+    assert!(bytes_of(&ckpt) == before, "the input changed");
+    assert_eq!(listing(s.dir.path()), files_before);
+}
+
+/// A diffusers checkpoint is many files: none of the shards, the index, or their data-file
+/// twins may be overwritten.
+#[test]
+fn output_equal_to_a_diffusers_shard_is_refused() {
+    let s = Scratch::new();
+    let folder = s.diffusers_copy();
+    let shard = shard_of(&folder, "x_embedder.weight");
+    let before = bytes_of(&shard);
+    let files_before = listing(&folder);
+    for output in [shard.clone(), folder.join(INDEX)] {
+        let out = compile(&[
+            folder.as_os_str(),
+            "-o".as_ref(),
+            output.as_os_str(),
+            "-q".as_ref(),
+        ]);
+        assert_refused(&out, &[&file_name(&output), "would overwrite the input"]);
+        assert!(bytes_of(&shard) == before, "the shard changed");
+        assert_eq!(listing(&folder), files_before);
+    }
+}
+
+#[test]
+fn output_folder_that_does_not_exist_or_is_a_file() {
+    let s = Scratch::new();
+    let ckpt = s.bfl_variant("m.safetensors", |_| {});
+    std::fs::write(s.path("plain-file"), "not a folder").unwrap();
+    let files_before = listing(s.dir.path());
+    for folder in ["no-such-folder", "plain-file"] {
+        let output = s.path(folder).join("model.onnx");
+        let out = s.compile_to(&ckpt, &output);
+        assert_refused(&out, &[folder, "output folder"]);
+        // Nothing created: not the folder, not a file beside the input.
+        assert_eq!(listing(s.dir.path()), files_before);
+    }
+}
+
+/// `-o` naming an existing folder (or a folder sitting where the data file goes): the model
+/// cannot be renamed onto a folder, and the data file must not be left behind either.
+#[test]
+fn output_path_that_is_a_folder() {
+    let s = Scratch::new();
+    let ckpt = s.bfl_variant("m.safetensors", |_| {});
+    std::fs::create_dir(s.out_dir().join("model.onnx")).unwrap();
+    let out = s.compile_to(&ckpt, &s.out_dir().join("model.onnx"));
+    assert_refused(&out, &["model.onnx", "folder"]);
+    assert_eq!(listing(&s.out_dir()), ["model.onnx".to_owned()].into());
+    std::fs::remove_dir(s.out_dir().join("model.onnx")).unwrap();
+
+    std::fs::create_dir(s.out_dir().join("model.onnx.data")).unwrap();
+    let out = s.compile(&ckpt);
+    assert_refused(&out, &["model.onnx.data", "folder"]);
+    assert_eq!(listing(&s.out_dir()), ["model.onnx.data".to_owned()].into());
+}
+
+/// Makes a folder immutable (`chattr +i`) for as long as it lives: the one way root, which
+/// ignores permission bits, can be refused a write on a local filesystem.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(dir: &Path) -> Option<Self> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_owned()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        // Otherwise the TempDir could not be removed.
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// True if a file can be created in `dir` (and removes it again).
+fn can_write_in(dir: &Path) -> bool {
+    let probe = dir.join(".probe");
+    let ok = std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
+#[test]
+fn output_folder_not_writable() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let ckpt = s.bfl_variant("m.safetensors", |_| {});
+    let out_dir = s.out_dir();
+    // Read-only permission bits stop a normal user; root ignores them, and CI runs as root,
+    // so there the folder is also made immutable when chattr is available and permitted.
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let immutable = if can_write_in(&out_dir) {
+        Immutable::new(&out_dir)
+    } else {
+        None
+    };
+    if can_write_in(&out_dir) {
+        // Neither works (root without chattr, or a filesystem without the attribute): there
+        // is no unwritable folder to test with, and asserting anything here would be vacuous.
+        eprintln!("skipped: cannot make a folder unwritable here (root, and chattr +i failed)");
+        std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        return;
+    }
+    let out = s.compile(&ckpt);
+    assert_refused(&out, &["out/model.onnx.data"]);
+    assert!(
+        out.stderr.contains("denied") || out.stderr.contains("not permitted"),
+        "the error does not give the reason:\n{}",
+        out.stderr
+    );
+    s.assert_nothing_written();
+    drop(immutable);
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

@@ -1,0 +1,47 @@
+//! Running a compiled model in ONNX Runtime on the golden inputs, and the golden references to
+//! compare its output with.
+
+use super::paths::golden;
+use fastflux::runtime::{self, NamedTensor};
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+
+/// The reference output in the golden `file`: `output_f64` (diffusers in float64) where the
+/// file has it, else its f32 `output`.
+pub fn golden_reference(file: &str) -> Vec<f64> {
+    let bytes = std::fs::read(golden(file)).expect("golden reference");
+    let tensors = SafeTensors::deserialize(&bytes).expect("safetensors");
+    if let Ok(f64s) = tensors.tensor("output_f64") {
+        return f64s
+            .data()
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+    }
+    let output = tensors
+        .tensor("output")
+        .unwrap_or_else(|_| panic!("{file} holds no `output`"));
+    assert_eq!(output.dtype(), Dtype::F32, "{file}: `output` is not F32");
+    output
+        .data()
+        .chunks_exact(4)
+        .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+        .collect()
+}
+
+/// The golden inputs, and the reference output in `expected_file`.
+pub fn golden_io(expected_file: &str) -> (Vec<NamedTensor>, Vec<f64>) {
+    let inputs = runtime::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
+    (inputs, golden_reference(expected_file))
+}
+
+/// Runs a compiled model on the golden inputs; returns `latent`.
+pub fn run_golden(model: &Path) -> Vec<f32> {
+    let inputs = runtime::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
+    let outputs = runtime::run_model_file(model, &inputs, 2).expect("model runs in ONNX Runtime");
+    outputs
+        .into_iter()
+        .find(|t| t.name == "latent")
+        .expect("output `latent`")
+        .data
+}
