@@ -1,7 +1,7 @@
-//! What a checkpoint written by `--emit-safetensors` (the top-level `emit`) says about its BRLL rewrite,
-//! read back: the replaced blocks from its header metadata, the parameters it holds instead of
-//! their branches, and the names of the fitted nodes, which `passes::brll` gives the nodes it
-//! builds and the emitted file stores their tensors under.
+//! What a checkpoint written by `--emit-safetensors` (the top-level `emit`) says about its
+//! BRLL rewrite, read back: the replaced blocks from its header metadata, the parameters it
+//! holds instead of their branches, and the names of the fitted nodes, which `passes::brll`
+//! gives the nodes it builds and the emitted file stores their tensors under.
 
 use super::config::FluxConfig;
 use super::source::Checkpoint;

@@ -192,9 +192,9 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
     })?;
     let mut compiled = lift_checkpoint(options)?;
     guard::refuse_to_overwrite_inputs(&compiled.ckpt, output)?;
-    if let Some(emit) = &options.emit_safetensors {
-        guard::refuse_to_overwrite_inputs(&compiled.ckpt, emit)?;
-        guard::refuse_emit_onto_output(emit, output)?;
+    if let Some(emit_path) = &options.emit_safetensors {
+        guard::refuse_to_overwrite_inputs(&compiled.ckpt, emit_path)?;
+        guard::refuse_emit_onto_output(emit_path, output)?;
     }
     let brll = match &options.brll {
         Some(brll) => {
