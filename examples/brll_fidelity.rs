@@ -17,15 +17,15 @@
 //! relative difference of the final samples to the unpruned model's.
 
 use clap::Parser;
-use fastflux::compile::{CompileOptions, lift_checkpoint};
+use fastflux::compile::{self, CompileOptions};
 use fastflux::dtype::DType;
-use fastflux::fit::brll::{self, BrllOptions, Selection};
+use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
 use fastflux::fit::lstsq::DEFAULT_RIDGE;
-use fastflux::onnx::{ExportOptions, Target, export};
+use fastflux::io::{AtomicFile, SafetensorsWriter, TensorEntry};
 use fastflux::passes::brll::{BlockFit, apply_fits};
 use fastflux::runtime::{NamedTensor, cosine, read_f32_tensors, relative_l2, run_model_file};
-use safetensors::{Dtype, tensor::TensorView};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -117,19 +117,20 @@ fn pack(image: &[f32]) -> Vec<f32> {
 }
 
 fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Res<()> {
-    let bytes: Vec<Vec<u8>> = tensors
+    let entries: Vec<TensorEntry> = tensors
         .iter()
-        .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .map(|t| TensorEntry {
+            name: t.name.clone(),
+            dtype: DType::F32,
+            shape: t.shape.clone(),
+        })
         .collect();
-    let views = tensors.iter().zip(&bytes).map(|(t, b)| {
-        Ok((
-            t.name.clone(),
-            TensorView::new(Dtype::F32, t.shape.clone(), b)?,
-        ))
-    });
-    let views: Vec<(String, TensorView)> =
-        views.collect::<Result<_, safetensors::SafeTensorError>>()?;
-    safetensors::serialize_to_file(views, None, path)?;
+    let mut out = SafetensorsWriter::create(AtomicFile::new(path)?, &entries, &BTreeMap::new())?;
+    for t in tensors {
+        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write(&bytes)?;
+    }
+    out.finish()?;
     Ok(())
 }
 
@@ -192,21 +193,15 @@ fn main() -> Res<()> {
         axes_dim: Some(vec![4, 6, 6]),
         ..CompileOptions::new(a.toy.join("flux-bfl.safetensors"))
     };
-    // Lifts, optionally runs BRLL and replaces `zero`'s blocks by the identity, and exports.
+    // The compile steps: lift, optionally fit BRLL, replace `zero`'s blocks by the identity
+    // (not a compile step: the baseline), export.
     let build = |out: &str, options: Option<BrllOptions>, zero: &[BlockFit]| -> Res<Built> {
         let opts = base(out);
-        let mut c = lift_checkpoint(&opts)?;
-        let outcome = options
-            .map(|o| brll::run(&c.ckpt, &mut c.graph, &o))
-            .transpose()?;
+        let mut c = compile::lift_checkpoint(&opts)?;
+        let outcome = options.map(|o| compile::fit_brll(&mut c, &o)).transpose()?;
         apply_fits(&mut c.graph, zero)?;
-        let meta = ExportOptions {
-            target: Target::Cuda,
-            show_progress: false,
-            metadata: Vec::new(),
-        };
-        let path = opts.output.unwrap();
-        export(&c.graph, &c.ckpt, &path, &meta)?;
+        let path = opts.output.clone().unwrap();
+        compile::export(&c, &path, &opts)?;
         let blocks = match &outcome {
             Some(o) => o
                 .replaced

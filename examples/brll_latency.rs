@@ -9,18 +9,19 @@
 //! ORT_DYLIB_PATH=... cargo run --release --example brll_latency -- /tmp/mid.safetensors
 //! ```
 //!
-//! Calibration + fit time is the wall time of `fastflux::fit::brll::run` (ranking every block,
+//! The compiles are the library's steps (`compile::lift_checkpoint`, `fit_brll`, `export`).
+//! Calibration + fit time is the wall time of `compile::fit_brll` (ranking every block,
 //! then the sequential fits of the chosen ones), the part a pruned compile adds to an unpruned
 //! one. Latency: batch 1, `--image-tokens` image and `--text-tokens` text tokens (synthetic
 //! inputs), `--threads` intra-op threads, `--warmup` untimed runs of each model, then `--repeat`
 //! rounds each running the unpruned and the pruned model once (the order alternating by round).
 
 use clap::Parser;
-use fastflux::compile::{CompileOptions, Compiled, lift_checkpoint};
+use fastflux::compile::{self, CompileOptions, Compiled};
 use fastflux::dtype::DType;
-use fastflux::fit::brll::{self, BrllOptions, Selection};
+use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calib::{InputSet, SyntheticSpec};
-use fastflux::onnx::{ExportOptions, Target, export, to_embedded_bytes};
+use fastflux::onnx::{Target, to_embedded_bytes};
 use fastflux::runtime::{LoadedModel, relative_l2};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -86,21 +87,16 @@ fn main() -> Res<()> {
         seed: 0,
     };
     brll_options.calibration.threads = a.threads;
-    let meta = ExportOptions {
-        target: Target::Cuda,
-        show_progress: false,
-        metadata: Vec::new(),
-    };
     // A first lift warms the page cache, so that neither timed compile pays for the disk.
-    drop(lift_checkpoint(&options("warm.onnx"))?);
+    drop(compile::lift_checkpoint(&options("warm.onnx"))?);
 
     let compile = |out: &str, prune: bool| -> Res<(Compiled, [f64; 4], usize)> {
         let opts = options(out);
         let t0 = Instant::now();
-        let mut c = lift_checkpoint(&opts)?;
+        let mut c = compile::lift_checkpoint(&opts)?;
         let t1 = Instant::now();
         if prune {
-            let outcome = brll::run(&c.ckpt, &mut c.graph, &brll_options)?;
+            let outcome = compile::fit_brll(&mut c, &brll_options)?;
             let blocks: Vec<String> = outcome
                 .replaced
                 .iter()
@@ -109,7 +105,7 @@ fn main() -> Res<()> {
             println!("replaced: {}", blocks.join(", "));
         }
         let t2 = Instant::now();
-        let summary = export(&c.graph, &c.ckpt, opts.output.as_ref().unwrap(), &meta)?;
+        let summary = compile::export(&c, opts.output.as_ref().unwrap(), &opts)?;
         let t3 = Instant::now();
         let secs = |x: Instant, y: Instant| (y - x).as_secs_f64();
         let times = [secs(t0, t1), secs(t1, t2), secs(t2, t3), secs(t0, t3)];

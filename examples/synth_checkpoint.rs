@@ -9,24 +9,23 @@
 //! cargo run --release --example synth_checkpoint -- --hidden 3072 --heads 24 --double 10 --single 19 -o big.safetensors
 //! ```
 //!
-//! The file is streamed: the header is written first (every size is known up front), then each
-//! tensor is generated chunk by chunk and handed to a writer thread, so a 12 GB checkpoint needs
-//! only a few MiB of memory. Values come from a self-contained PRNG seeded by `--seed` and the
+//! The file is streamed through fastflux's `io::SafetensorsWriter`: the header is written first
+//! (every size is known up front), then each tensor is generated chunk by chunk and handed to a
+//! writer thread, so a 12 GB checkpoint needs only a few MiB of memory. Values come from a self-contained PRNG seeded by `--seed` and the
 //! tensor name, so the same flags always give a byte-identical file, and the values do not depend
 //! on `--prefix` or on the order tensors are generated in.
 
+use std::collections::BTreeMap;
 use std::error::Error;
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
+use fastflux::io::{AtomicFile, SafetensorsWriter, TensorEntry};
 use half::{bf16, f16};
-use serde_json::{Map, Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum DType {
@@ -36,6 +35,14 @@ enum DType {
 }
 
 impl DType {
+    fn stored(self) -> fastflux::dtype::DType {
+        match self {
+            DType::Bf16 => fastflux::dtype::DType::BF16,
+            DType::F16 => fastflux::dtype::DType::F16,
+            DType::F32 => fastflux::dtype::DType::F32,
+        }
+    }
+
     /// The safetensors dtype tag and the bytes per element.
     fn tag_size(self) -> (&'static str, u64) {
         match self {
@@ -243,71 +250,59 @@ fn gen_tensor(s: &Spec, a: &Args, free: &Receiver<Vec<u8>>, out: &SyncSender<Vec
     true
 }
 
-/// Header JSON padded with spaces so the data section starts 8-byte aligned.
-fn header(a: &Args, specs: &[Spec]) -> Result<(String, u64), serde_json::Error> {
-    let (tag, size) = a.dtype.tag_size();
-    let meta = json!({
-        "format": "pt",
-        "generator": "fastflux synth_checkpoint",
-        "hidden": a.hidden.to_string(),
-        "heads": a.heads.to_string(),
-        "mlp_ratio": a.mlp_ratio.to_string(),
-        "double": a.double.to_string(),
-        "single": a.single.to_string(),
-        "in_channels": a.in_channels.to_string(),
-        "context": a.context.to_string(),
-        "pooled": a.pooled.to_string(),
-        "guidance": (!a.no_guidance).to_string(),
-        "dtype": tag.to_lowercase(),
-        "prefix": a.prefix,
-        "seed": a.seed.to_string(),
-    });
-    let mut map = Map::new();
-    map.insert("__metadata__".into(), meta);
-    let mut offset = 0;
-    for s in specs {
-        let end = offset + s.numel() * size;
-        let entry = json!({"dtype": tag, "shape": s.shape, "data_offsets": [offset, end]});
-        map.insert(format!("{}{}", a.prefix, s.name), entry);
-        offset = end;
-    }
-    let mut text = serde_json::to_string(&Value::Object(map))?;
-    while !(8 + text.len()).is_multiple_of(8) {
-        text.push(' ');
-    }
-    Ok((text, offset))
+/// The header metadata: the flags the file was generated with.
+fn metadata(a: &Args) -> BTreeMap<String, String> {
+    let (tag, _) = a.dtype.tag_size();
+    [
+        ("format", "pt".to_owned()),
+        ("generator", "fastflux synth_checkpoint".to_owned()),
+        ("hidden", a.hidden.to_string()),
+        ("heads", a.heads.to_string()),
+        ("mlp_ratio", a.mlp_ratio.to_string()),
+        ("double", a.double.to_string()),
+        ("single", a.single.to_string()),
+        ("in_channels", a.in_channels.to_string()),
+        ("context", a.context.to_string()),
+        ("pooled", a.pooled.to_string()),
+        ("guidance", (!a.no_guidance).to_string()),
+        ("dtype", tag.to_lowercase()),
+        ("prefix", a.prefix.clone()),
+        ("seed", a.seed.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
-/// Writes the whole checkpoint to `path`, then renames it to `--output`.
-fn write_file(path: &Path, a: &Args, specs: &[Spec]) -> Result<u64, Box<dyn Error>> {
-    let (head, data_len) = header(a, specs)?;
-    // Smaller than a chunk, so whole chunks skip the copy while biases and norms get batched.
-    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
-    w.write_all(&(head.len() as u64).to_le_bytes())?;
-    w.write_all(head.as_bytes())?;
+/// Writes the whole checkpoint under a temporary name, then renames it to `--output`.
+fn write_file(a: &Args, specs: &[Spec]) -> Result<u64, Box<dyn Error>> {
+    let dtype = a.dtype.stored();
+    let entries: Vec<TensorEntry> = specs
+        .iter()
+        .map(|s| TensorEntry {
+            name: format!("{}{}", a.prefix, s.name),
+            dtype,
+            shape: s.shape.iter().map(|&d| d as usize).collect(),
+        })
+        .collect();
+    let mut w = SafetensorsWriter::create(AtomicFile::new(&a.output)?, &entries, &metadata(a))?;
     // A second thread does the write() calls, so time blocked in the kernel (page-cache copies,
     // dirty-page throttling) overlaps with generating the next chunk instead of adding to it.
     let (out, chunks) = mpsc::sync_channel::<Vec<u8>>(2);
     let (recycle, free) = mpsc::channel();
-    let writer = thread::spawn(move || -> io::Result<File> {
+    let writer = thread::spawn(move || -> fastflux::Result<SafetensorsWriter> {
         for buf in chunks {
-            w.write_all(&buf)?;
+            w.write(&buf)?;
             recycle.send(buf).ok();
         }
-        w.into_inner().map_err(|e| e.into_error())
+        Ok(w)
     });
     specs.iter().all(|s| gen_tensor(s, a, &free, &out)); // stops early if the writer failed
     drop(out);
-    let file = writer.join().expect("writer thread panicked")?;
-    // Flush to disk before renaming, so a crash never leaves a truncated file under the final name.
-    file.sync_all()?;
-    let total = 8 + head.len() as u64 + data_len;
-    let written = file.metadata()?.len();
-    if written != total {
-        return Err(format!("wrote {written} bytes, expected {total}").into());
-    }
-    fs::rename(path, &a.output)?;
-    Ok(total)
+    let w = writer.join().expect("writer thread panicked")?;
+    // Checks the size, syncs to disk and renames: a crash never leaves a truncated file under
+    // the final name, and a failure leaves no temporary behind.
+    Ok(w.finish()?)
 }
 
 fn main() -> ExitCode {
@@ -328,15 +323,8 @@ fn run(a: Args) -> Result<(), Box<dyn Error>> {
     let specs = tensor_list(&a);
     let params: u64 = specs.iter().map(Spec::numel).sum();
 
-    // An existing directory is refused now, not after writing the whole file and failing to rename.
-    let file_name = a.output.file_name().filter(|_| !a.output.is_dir());
-    let file_name = file_name.ok_or("--output must name a file, not a directory")?;
-    let tmp_name = format!(".{}.{}.tmp", file_name.display(), std::process::id());
-    let tmp = a.output.with_file_name(tmp_name);
-    // Never leave a (possibly huge) temporary behind, whether writing or renaming fails.
-    let bytes = write_file(&tmp, &a, &specs).inspect_err(|_| {
-        fs::remove_file(&tmp).ok();
-    })?;
+    // An existing directory is refused before anything is written (by `AtomicFile::new`).
+    let bytes = write_file(&a, &specs)?;
 
     let (n, secs) = (specs.len(), start.elapsed().as_secs_f64());
     let mbps = bytes as f64 / 1e6 / secs.max(1e-9);

@@ -12,8 +12,9 @@
 
 use clap::Parser;
 use fastflux::checkpoint::FluxCheckpoint;
-use safetensors::Dtype;
-use safetensors::tensor::TensorView;
+use fastflux::dtype::DType;
+use fastflux::io::{AtomicFile, SafetensorsWriter, TensorEntry};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -91,11 +92,22 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         tensors.push((format!("{key}.alpha"), vec![], bytes(&[a.alpha])));
         covered += 1;
     }
-    let views = tensors
+    // By name, as the safetensors library orders tensors of one type.
+    tensors.sort_by(|x, y| x.0.cmp(&y.0));
+    let entries: Vec<TensorEntry> = tensors
         .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    safetensors::serialize_to_file(views, None, &a.output)?;
+        .map(|(name, shape, _)| TensorEntry {
+            name: name.clone(),
+            dtype: DType::F32,
+            shape: shape.clone(),
+        })
+        .collect();
+    let target = AtomicFile::new(&a.output)?;
+    let mut out = SafetensorsWriter::create(target, &entries, &BTreeMap::new())?;
+    for (_, _, data) in &tensors {
+        out.write(data)?;
+    }
+    out.finish()?;
     println!(
         "wrote {}: {covered} linear layers at rank {}, alpha {}",
         a.output.display(),

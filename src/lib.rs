@@ -2,14 +2,18 @@
 //! optionally pruned with FastFLUX's block-wise replacement by linear layers (BRLL) and with
 //! sandwich-training LoRA deltas folded in.
 //!
-//! The pipeline: `checkpoint` (mapped files, naming, configuration) → `lift` (FLUX → IR) →
-//! `passes` (rewrites) → `onnx` (lowering and export) ; `runtime` runs the result.
+//! The pipeline: `checkpoint` (naming, configuration, the store of weight bytes) → `lift`
+//! (FLUX → IR) → `passes` (rewrites) → `onnx` (lowering and export), driven step by step by
+//! `compile` and rendered by `report`; `emit` writes the rewritten IR back out as a checkpoint,
+//! `io` holds the file readers and writers, `runtime` runs the result.
 
 pub mod checkpoint;
 pub mod compile;
 pub mod dtype;
+pub mod emit;
 pub mod error;
 pub mod fit;
+pub mod io;
 pub mod ir;
 pub mod lift;
 pub mod onnx;

@@ -167,10 +167,11 @@ fn main() -> ExitCode {
         lora_allow_unmatched: cli.lora_allow_unmatched,
         emit_safetensors: cli.emit_safetensors,
     };
+    // `fastflux::report` renders both outcomes.
     let result = if cli.plan {
-        compile::plan(&options)
+        compile::plan(&options).map(|plan| plan.to_string())
     } else {
-        compile::compile(&options)
+        compile::compile(&options).map(|outcome| outcome.to_string())
     };
     match result {
         Ok(report) => {

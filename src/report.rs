@@ -1,130 +1,167 @@
-//! What a compile prints: the end-of-run summary, the BRLL section of it, the `--plan` ranking
-//! table and parameter counts, and the human-readable numbers they use.
+//! What a compile prints: the end-of-run summary (`CompileOutcome`), the BRLL section of it,
+//! the `--plan` report (`PlanOutcome`) with its ranking table, and the human-readable numbers
+//! they use. Rendering only: the driver (`compile`) computes everything shown here.
 
-use crate::compile::Compiled;
-use crate::fit::brll::{BrllOptions, BrllOutcome};
-use crate::ir::cost::Tokens;
-use crate::ir::{BlockId, Graph, Op};
-use crate::onnx::ExportSummary;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::Path;
+use crate::checkpoint::brll_meta::BRLL_KEY;
+use crate::compile::{BrllSummary, CompileOutcome, PlanOutcome};
+use crate::fit::calibrate::BlockReport;
+use std::fmt::{self, Display, Formatter, Write as _};
 
-pub(crate) fn report(c: &Compiled, output: &Path, s: &ExportSummary, seconds: f64) -> String {
-    let mut r = String::new();
-    let before: usize = c
-        .ckpt
-        .sources()
-        .values()
-        .map(|s| s.shape.iter().product::<usize>())
-        .sum();
-    let _ = writeln!(
-        r,
-        "wrote {} and {}.data",
-        output.display(),
-        output.display()
-    );
-    let _ = writeln!(
-        r,
-        "  parameters   {} before, {} after",
-        human(before as f64),
-        human(s.parameters as f64)
-    );
-    let _ = writeln!(
-        r,
-        "  bytes        {} of weights ({}), {} of graph ({} ONNX nodes)",
-        human_bytes(s.weight_bytes),
-        c.dtype,
-        human_bytes(s.model_bytes),
-        s.onnx_nodes
-    );
-    if let Some(lora) = &c.lora {
-        let _ = writeln!(r, "{lora}");
+impl Display for CompileOutcome {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let (output, s) = (self.output.display(), &self.export);
+        writeln!(f, "wrote {output} and {output}.data")?;
+        writeln!(
+            f,
+            "  parameters   {} before, {} after",
+            human(self.parameters_before as f64),
+            human(s.parameters as f64)
+        )?;
+        writeln!(
+            f,
+            "  bytes        {} of weights ({}), {} of graph ({} ONNX nodes)",
+            human_bytes(s.weight_bytes),
+            self.dtype,
+            human_bytes(s.model_bytes),
+            s.onnx_nodes
+        )?;
+        if let Some(lora) = &self.lora {
+            writeln!(f, "{lora}")?;
+        }
+        write!(
+            f,
+            "  time         {:.1} s ({}/s)",
+            self.seconds,
+            human_bytes((s.weight_bytes as f64 / self.seconds.max(1e-9)) as u64)
+        )?;
+        if let Some(e) = &self.emitted {
+            let blocks: Vec<String> = e.replaced.iter().map(ToString::to_string).collect();
+            write!(
+                f,
+                "\nwrote {} ({} tensors, {}): the BRLL-rewritten base model, blocks replaced: {}",
+                e.path.display(),
+                e.tensors,
+                human_bytes(e.bytes),
+                if blocks.is_empty() {
+                    "none".to_owned()
+                } else {
+                    blocks.join(", ")
+                }
+            )?;
+        }
+        if let Some(brll) = &self.brll {
+            write!(f, "\n{brll}")?;
+        }
+        Ok(())
     }
-    let _ = write!(
-        r,
-        "  time         {seconds:.1} s ({}/s)",
-        human_bytes((s.weight_bytes as f64 / seconds.max(1e-9)) as u64)
-    );
-    r
 }
 
 /// What BRLL replaced, what it saves, and how close the pruned model stays.
-pub(crate) fn brll_report(
-    original: &Graph,
-    pruned: &Graph,
-    outcome: &BrllOutcome,
-    options: Option<&BrllOptions>,
-) -> String {
-    let mut r = String::new();
-    let tokens = options.map_or(
-        Tokens {
-            image: 4096,
-            text: 512,
-        },
-        |o| Tokens {
-            image: o.synthetic.image_tokens,
-            text: o.synthetic.text_tokens,
-        },
-    );
-    let _ = writeln!(
-        r,
-        "BRLL: {} blocks replaced ({} calibration samples)",
-        outcome.replaced.len(),
-        outcome.calibration_samples
-    );
-    for b in &outcome.replaced {
-        let streams: Vec<String> = b
-            .fit
-            .streams
-            .iter()
-            .map(|s| format!("{} {:.4}", s.stream, s.relative_error))
-            .collect();
-        let _ = writeln!(
-            r,
-            "  {:<18} fit error {:.4} ({})",
-            b.block.to_string(),
-            b.fit_error,
-            streams.join(", ")
-        );
-    }
-    let (before, after) = (original.parameters(), pruned.parameters());
-    let _ = writeln!(
-        r,
-        "  parameters         {} -> {} ({:.1}% fewer)",
-        human(before as f64),
-        human(after as f64),
-        100.0 * (1.0 - after as f64 / before as f64)
-    );
-    let (f0, f1) = (
-        original.flops_per_image_token(tokens),
-        pruned.flops_per_image_token(tokens),
-    );
-    let _ = writeln!(
-        r,
-        "  FLOPs/image token  {} -> {} ({:.1}% fewer; at {} image, {} text tokens)",
-        human(f0),
-        human(f1),
-        100.0 * (1.0 - f1 / f0),
-        tokens.image,
-        tokens.text
-    );
-    match outcome.verification {
-        Some((error, cosine)) => {
-            let _ = write!(
-                r,
+impl Display for BrllSummary {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let (outcome, tokens) = (&self.outcome, self.tokens);
+        writeln!(
+            f,
+            "BRLL: {} blocks replaced ({} calibration samples)",
+            outcome.replaced.len(),
+            outcome.calibration_samples
+        )?;
+        for b in &outcome.replaced {
+            let streams: Vec<String> = b
+                .fit
+                .streams
+                .iter()
+                .map(|s| format!("{} {:.4}", s.stream, s.relative_error))
+                .collect();
+            writeln!(
+                f,
+                "  {:<18} fit error {:.4} ({})",
+                b.block.to_string(),
+                b.fit_error,
+                streams.join(", ")
+            )?;
+        }
+        let (before, after) = self.parameters;
+        writeln!(
+            f,
+            "  parameters         {} -> {} ({:.1}% fewer)",
+            human(before as f64),
+            human(after as f64),
+            100.0 * (1.0 - after as f64 / before as f64)
+        )?;
+        let (f0, f1) = self.flops_per_image_token;
+        writeln!(
+            f,
+            "  FLOPs/image token  {} -> {} ({:.1}% fewer; at {} image, {} text tokens)",
+            human(f0),
+            human(f1),
+            100.0 * (1.0 - f1 / f0),
+            tokens.image,
+            tokens.text
+        )?;
+        match outcome.verification {
+            Some((error, cosine)) => write!(
+                f,
                 "  verification       relative L2 error {error:.4}, cosine similarity {cosine:.5} (held-out inputs, f32)"
-            );
-        }
-        None => {
-            let _ = write!(r, "  verification       not run (pass --verify)");
+            ),
+            None => write!(f, "  verification       not run (pass --verify)"),
         }
     }
-    r
+}
+
+impl Display for PlanOutcome {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        writeln!(f, "checkpoint   {}", self.checkpoint.display())?;
+        writeln!(f, "files        {}", self.files)?;
+        writeln!(f, "naming       {}", self.naming)?;
+        if !self.replaced.is_empty() {
+            let blocks: Vec<String> = self.replaced.iter().map(ToString::to_string).collect();
+            writeln!(
+                f,
+                "replaced     {} (BRLL fits stored in the checkpoint, `{}` metadata; {} fit)",
+                blocks.join(", "),
+                BRLL_KEY,
+                self.fit.as_deref().unwrap_or("unstated")
+            )?;
+        }
+        for line in self.config.to_string().lines() {
+            writeln!(f, "  {line}")?;
+        }
+        let stored: Vec<String> = self
+            .stored
+            .iter()
+            .map(|(d, (t, p))| format!("{d} ({t} tensors, {} parameters)", human(*p as f64)))
+            .collect();
+        writeln!(f, "stored as    {}", stored.join(", "))?;
+        writeln!(
+            f,
+            "exported as  {} (weights and compute; inputs and output f32)",
+            self.dtype
+        )?;
+        if let Some(first) = self.unused.first() {
+            writeln!(
+                f,
+                "ignored      {} tensors that are not part of the transformer, e.g. {}",
+                self.unused.len(),
+                first
+            )?;
+        }
+        if let Some(lora) = &self.lora {
+            writeln!(f, "{}", lora.to_string().trim_start())?;
+        }
+        writeln!(f, "parameters by part:")?;
+        for (part, n) in &self.parameters_by_part {
+            writeln!(f, "  {part:<22} {:>10}", human(*n as f64))?;
+        }
+        if let Some(ranking) = &self.ranking {
+            f.write_str(&ranking_table(ranking))?;
+        }
+        Ok(())
+    }
 }
 
 /// The ranking table of `--plan` with BRLL flags: every block's fit on the original activations.
-pub(crate) fn ranking_table(reports: &[crate::fit::calibrate::BlockReport]) -> String {
+fn ranking_table(reports: &[BlockReport]) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
@@ -152,54 +189,6 @@ pub(crate) fn ranking_table(reports: &[crate::fit::calibrate::BlockReport]) -> S
         );
     }
     r
-}
-
-/// Parameters of the lifted graph per part: embedders, each block kind, final layer.
-pub fn parameters_by_part(graph: &Graph) -> Vec<(String, usize)> {
-    let mut parts = BTreeMap::<(u8, String), usize>::new();
-    let (mut doubles, mut singles) = (0, 0);
-    for node in graph.graph.node_weights() {
-        let Op::Weight(w) = &node.op else { continue };
-        let key = match node.block {
-            Some(BlockId::Double(_)) => {
-                doubles += w.numel();
-                continue;
-            }
-            Some(BlockId::Single(_)) => {
-                singles += w.numel();
-                continue;
-            }
-            None if w.name.starts_with("final_layer") => (3, "final layer".to_owned()),
-            None => (0, "embedders".to_owned()),
-        };
-        *parts.entry(key).or_default() += w.numel();
-    }
-    let blocks = graph.blocks();
-    let count = |f: fn(&BlockId) -> bool| blocks.iter().filter(|b| f(b)).count();
-    parts.insert(
-        (
-            1,
-            format!(
-                "double blocks (x{})",
-                count(|b| matches!(b, BlockId::Double(_)))
-            ),
-        ),
-        doubles,
-    );
-    parts.insert(
-        (
-            2,
-            format!(
-                "single blocks (x{})",
-                count(|b| matches!(b, BlockId::Single(_)))
-            ),
-        ),
-        singles,
-    );
-    let total: usize = parts.values().sum();
-    let mut out: Vec<(String, usize)> = parts.into_iter().map(|((_, k), v)| (k, v)).collect();
-    out.push(("total".into(), total));
-    out
 }
 
 pub fn human(n: f64) -> String {

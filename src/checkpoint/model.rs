@@ -2,38 +2,21 @@
 //! that configuration located (possibly in pieces) and checked for its shape. Nothing is read
 //! beyond the headers; tensor bytes are fetched piece by piece when the exporter streams them.
 
+use super::brll_meta;
 use super::config::{FluxConfig, ShapeLookup};
-use super::emit;
 use super::naming::{Layout, Scheme};
 use super::source::Checkpoint;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::ir::BlockId;
+use crate::ir::{BlockId, Piece, StoredTensor, TensorStore};
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
 use std::path::Path;
-
-/// A run of whole rows (first-axis slices) of one stored tensor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Piece {
-    pub key: String,
-    pub rows: Range<usize>,
-}
-
-/// Where a canonical parameter's data comes from: its pieces, stacked along the first axis.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorSource {
-    pub shape: Vec<usize>,
-    /// The stored type (of the first piece: a checkpoint does not mix types within a tensor).
-    pub dtype: DType,
-    pub pieces: Vec<Piece>,
-}
 
 pub struct FluxCheckpoint {
     pub checkpoint: Checkpoint,
     pub scheme: Scheme,
     pub config: FluxConfig,
-    sources: BTreeMap<String, TensorSource>,
+    sources: BTreeMap<String, StoredTensor>,
     /// Blocks whose branch a BRLL rewrite replaced before this file was written (its
     /// `fastflux.brll` metadata): they hold the fitted node's tensors instead of the branch's.
     replaced: BTreeSet<BlockId>,
@@ -45,7 +28,7 @@ impl FluxCheckpoint {
         let checkpoint = Checkpoint::open(path)?;
         let scheme = Scheme::detect(&checkpoint)?;
         let blocks = count_blocks(&checkpoint, &scheme);
-        let replaced = emit::replaced_blocks(&checkpoint, blocks)?;
+        let replaced = brll_meta::replaced_blocks(&checkpoint, blocks)?;
         let axes = axes.or_else(|| config_axes(&checkpoint));
         let lookup = Lookup {
             checkpoint: &checkpoint,
@@ -54,7 +37,7 @@ impl FluxCheckpoint {
         let config = FluxConfig::infer(&checkpoint.origin, &lookup, blocks, &replaced, axes)?;
         let present = |name: &str| lookup.shape(name).is_some();
         let mut sources = BTreeMap::new();
-        for (name, shape) in emit::parameters(&config, &replaced, &checkpoint, present) {
+        for (name, shape) in brll_meta::parameters(&config, &replaced, &checkpoint, present) {
             let source = lookup.resolve(&name, &shape)?;
             sources.insert(name, source);
         }
@@ -83,49 +66,14 @@ impl FluxCheckpoint {
     }
 
     /// The source of a canonical parameter; an internal error if the configuration lacks it.
-    pub fn source(&self, name: &str) -> Result<&TensorSource> {
+    pub fn source(&self, name: &str) -> Result<&StoredTensor> {
         self.sources
             .get(name)
             .ok_or_else(|| Error::Internal(format!("no parameter `{name}` in this configuration")))
     }
 
-    pub fn sources(&self) -> &BTreeMap<String, TensorSource> {
+    pub fn sources(&self) -> &BTreeMap<String, StoredTensor> {
         &self.sources
-    }
-
-    /// The bytes of one piece, borrowed from the map, and the type they are stored in.
-    pub fn piece_bytes(&self, piece: &Piece) -> Result<(&[u8], DType)> {
-        let (file, info) = self.checkpoint.get(&piece.key).ok_or_else(|| {
-            Error::Internal(format!("tensor `{}` vanished after resolution", piece.key))
-        })?;
-        let row_bytes = info.shape[1..].iter().product::<usize>() * info.dtype.size();
-        let all = file.bytes(info);
-        Ok((
-            &all[piece.rows.start * row_bytes..piece.rows.end * row_bytes],
-            info.dtype,
-        ))
-    }
-
-    /// Releases the pages of every stored tensor behind `source` (see `SafetensorsFile::release`).
-    pub fn release(&self, source: &TensorSource) {
-        for piece in &source.pieces {
-            if let Some((file, info)) = self.checkpoint.get(&piece.key) {
-                file.release(info);
-            }
-        }
-    }
-
-    /// Reads a parameter whole, converted to f32.
-    pub fn read_f32(&self, source: &TensorSource) -> Result<Vec<f32>> {
-        let mut out = vec![0f32; source.shape.iter().product()];
-        let mut at = 0;
-        for piece in &source.pieces {
-            let (bytes, dtype) = self.piece_bytes(piece)?;
-            let n = bytes.len() / dtype.size();
-            crate::dtype::decode_f32(dtype, bytes, &mut out[at..at + n]);
-            at += n;
-        }
-        Ok(out)
     }
 
     /// Stored tensors the model does not use (other models in a combined file, extra state).
@@ -139,6 +87,31 @@ impl FluxCheckpoint {
             .keys()
             .filter(|k| !used.contains(k))
             .collect()
+    }
+}
+
+/// The checkpoint's mapped files are the store its lifted weights read from.
+impl TensorStore for FluxCheckpoint {
+    /// The bytes of one piece, borrowed from the map, and the type they are stored in.
+    fn piece_bytes(&self, piece: &Piece) -> Result<(&[u8], DType)> {
+        let (file, info) = self.checkpoint.get(&piece.key).ok_or_else(|| {
+            Error::Internal(format!("tensor `{}` vanished after resolution", piece.key))
+        })?;
+        let row_bytes = info.shape[1..].iter().product::<usize>() * info.dtype.size();
+        let all = file.bytes(info);
+        Ok((
+            &all[piece.rows.start * row_bytes..piece.rows.end * row_bytes],
+            info.dtype,
+        ))
+    }
+
+    /// Releases the pages of every stored tensor behind `tensor` (see `SafetensorsFile::release`).
+    fn release(&self, tensor: &StoredTensor) {
+        for piece in &tensor.pieces {
+            if let Some((file, info)) = self.checkpoint.get(&piece.key) {
+                file.release(info);
+            }
+        }
     }
 }
 
@@ -167,7 +140,7 @@ impl ShapeLookup for Lookup<'_> {
 
 impl Lookup<'_> {
     /// Locates `name` and checks it holds `shape`.
-    fn resolve(&self, name: &str, shape: &[usize]) -> Result<TensorSource> {
+    fn resolve(&self, name: &str, shape: &[usize]) -> Result<StoredTensor> {
         let origin = &self.checkpoint.origin;
         let find = |key: &str| {
             self.checkpoint.get(key).ok_or_else(|| {
@@ -247,7 +220,7 @@ impl Lookup<'_> {
                 (pieces, dtype.unwrap_or(DType::F32))
             }
         };
-        Ok(TensorSource {
+        Ok(StoredTensor {
             shape: shape.to_vec(),
             dtype,
             pieces,

@@ -2,8 +2,8 @@
 //! (one file or shards listed by `diffusion_pytorch_model.safetensors.index.json`, with its
 //! `config.json`). Pickle checkpoints are refused here, before anything reads them.
 
-use super::safetensors::{SafetensorsFile, TensorInfo};
 use crate::error::{Error, Result};
+use crate::io::safetensors::{SafetensorsFile, TensorInfo};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

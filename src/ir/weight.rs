@@ -1,9 +1,9 @@
-//! Lazy weights: a weight node names its data (a region of the mapped checkpoint, or a tensor
-//! fastflux computed), plus any low-rank deltas to fold in, and only the exporter materializes
-//! it, one tensor at a time.
+//! Lazy weights: a weight node names its data (a tensor in a store, such as the mapped
+//! checkpoint, or a tensor fastflux computed), plus any low-rank deltas to fold in, and only the
+//! exporter materializes it, one tensor at a time.
 
 use super::delta::{Delta, fold};
-use crate::checkpoint::{FluxCheckpoint, TensorSource};
+use super::stored::{StoredTensor, TensorStore};
 use crate::dtype::{DType, decode_f32, encode_f32};
 use crate::error::Result;
 use std::sync::Arc;
@@ -22,7 +22,8 @@ pub struct Weight {
 
 #[derive(Clone, Debug)]
 pub enum WeightData {
-    Checkpoint(TensorSource),
+    /// Bytes in the store the graph was lifted from (the checkpoint), read at export.
+    Stored(StoredTensor),
     /// Values computed by fastflux (fitted matrices, constants), kept in f32.
     Owned(Arc<Vec<f32>>),
 }
@@ -50,9 +51,9 @@ impl Weight {
     /// Appends the weight's bytes in its export type to `out`. Stored bytes of the same type are
     /// copied as they are; anything else goes through f32. A weight with deltas is decoded
     /// whole to f32, folded, checked and encoded: one tensor in memory at a time.
-    pub fn write_bytes(&self, ckpt: &FluxCheckpoint, out: &mut Vec<u8>) -> Result<()> {
+    pub fn write_bytes(&self, store: &dyn TensorStore, out: &mut Vec<u8>) -> Result<()> {
         if !self.deltas.is_empty() {
-            let mut values = self.to_f32(ckpt)?;
+            let mut values = self.to_f32(store)?;
             fold(
                 &self.name,
                 &self.shape,
@@ -61,17 +62,17 @@ impl Weight {
                 &mut values,
             )?;
             encode_f32(self.dtype, &values, out);
-            if let WeightData::Checkpoint(source) = &self.data {
-                ckpt.release(source);
+            if let WeightData::Stored(source) = &self.data {
+                store.release(source);
             }
             return Ok(());
         }
         match &self.data {
             WeightData::Owned(values) => encode_f32(self.dtype, values, out),
-            WeightData::Checkpoint(source) => {
+            WeightData::Stored(source) => {
                 let mut scratch = Vec::new();
                 for piece in &source.pieces {
-                    let (bytes, stored) = ckpt.piece_bytes(piece)?;
+                    let (bytes, stored) = store.piece_bytes(piece)?;
                     if stored == self.dtype {
                         out.extend_from_slice(bytes);
                     } else {
@@ -80,17 +81,17 @@ impl Weight {
                         encode_f32(self.dtype, &scratch, out);
                     }
                 }
-                ckpt.release(source);
+                store.release(source);
             }
         }
         Ok(())
     }
 
     /// The weight's values in f32 (for calibration and tests), without its deltas.
-    pub fn to_f32(&self, ckpt: &FluxCheckpoint) -> Result<Vec<f32>> {
+    pub fn to_f32(&self, store: &dyn TensorStore) -> Result<Vec<f32>> {
         match &self.data {
             WeightData::Owned(values) => Ok(values.as_ref().clone()),
-            WeightData::Checkpoint(source) => ckpt.read_f32(source),
+            WeightData::Stored(source) => store.read_f32(source),
         }
     }
 }

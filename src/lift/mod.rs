@@ -137,7 +137,7 @@ impl Lifter<'_> {
             name,
             source.shape.clone(),
             self.dtype,
-            WeightData::Checkpoint(source),
+            WeightData::Stored(source),
         );
         self.op(Op::Weight(weight), name, &[])
     }

@@ -1,17 +1,17 @@
 //! A block whose branch a BRLL rewrite already replaced in the checkpoint (a file written by
-//! `--emit-safetensors`, see `checkpoint::emit`): lifted as the fitted nodes that
+//! `--emit-safetensors`, see `emit` and `checkpoint::brll_meta`): lifted as the fitted nodes that
 //! `passes::brll` puts in its place, built by the same function, with the checkpoint's fitted
 //! tensors as lazy weights. Compiling such a file gives the model that compiling its source with
 //! the same fits gives.
 
 use super::Lifter;
-use crate::checkpoint::emit;
+use crate::checkpoint::brll_meta::{node_name, streams};
 use crate::error::Result;
 use crate::ir::{BlockId, Value, WeightData};
-use crate::passes::brll::{FittedWeights, fitted_node, node_name};
+use crate::passes::brll::{FittedWeights, fitted_node};
 use crate::passes::{Patch, PatchValue, insert};
 
-/// `inputs` are the block's streams in `emit::streams` order; returns their outputs.
+/// `inputs` are the block's streams in `brll_meta::streams` order; returns their outputs.
 pub(crate) fn lift_replaced_block(
     l: &mut Lifter,
     block: BlockId,
@@ -20,11 +20,11 @@ pub(crate) fn lift_replaced_block(
 ) -> Result<Vec<Value>> {
     let cond_width = l.graph.ty(silu_vec).last().and_then(|d| d.known());
     let mut outputs = Vec::with_capacity(inputs.len());
-    for (stream, &x) in emit::streams(block).iter().zip(inputs) {
+    for (stream, &x) in streams(block).iter().zip(inputs) {
         let node = node_name(block, stream);
         let source = |suffix: &str| -> Result<WeightData> {
             let source = l.ckpt.source(&format!("{node}.{suffix}"))?;
-            Ok(WeightData::Checkpoint(source.clone()))
+            Ok(WeightData::Stored(source.clone()))
         };
         let data = FittedWeights {
             weight: source("weight")?,

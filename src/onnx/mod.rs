@@ -15,9 +15,8 @@ pub(crate) mod proto {
 pub use lower::Target;
 pub use text::{lowered_op_counts, lowered_text};
 
-use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
-use crate::ir::{Graph, Op, Weight};
+use crate::ir::{Graph, Op, TensorStore, Weight};
 use builder::{CONTRIB_DOMAIN, value_info};
 use prost::Message;
 use proto::{GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto};
@@ -43,10 +42,11 @@ pub struct ExportSummary {
     pub onnx_nodes: usize,
 }
 
-/// Lowers `graph` and writes `path` plus `path.data`, atomically.
+/// Lowers `graph` and writes `path` plus `path.data`, atomically, reading the weights' bytes
+/// from `store` (the checkpoint the graph was lifted from).
 pub fn export(
     graph: &Graph,
-    ckpt: &FluxCheckpoint,
+    store: &dyn TensorStore,
     path: &Path,
     options: &ExportOptions,
 ) -> Result<ExportSummary> {
@@ -55,7 +55,7 @@ pub fn export(
     let pending = writer::PendingOutput::new(path)?;
     let location = pending.data_location();
     let (initializers, weight_bytes) = writer::write_weights(
-        ckpt,
+        store,
         &weights,
         pending.create_data()?,
         &location,
@@ -76,13 +76,17 @@ pub fn export(
 
 /// Lowers `graph` into a serialized model with every weight embedded: for pieces of a model
 /// (one block) that ONNX Runtime loads from memory during calibration. Below 2 GB only.
-pub fn to_embedded_bytes(graph: &Graph, ckpt: &FluxCheckpoint, target: Target) -> Result<Vec<u8>> {
+pub fn to_embedded_bytes(
+    graph: &Graph,
+    store: &dyn TensorStore,
+    target: Target,
+) -> Result<Vec<u8>> {
     let lowered = lower::lower(graph, target)?;
     let weights = weights_of(graph, &lowered)?;
     let mut initializers = Vec::with_capacity(weights.len());
     for w in weights {
         let mut raw_data = Vec::with_capacity(w.byte_len());
-        w.write_bytes(ckpt, &mut raw_data)?;
+        w.write_bytes(store, &mut raw_data)?;
         initializers.push(proto::TensorProto {
             name: w.name.clone(),
             data_type: builder::data_type(w.dtype) as i32,

@@ -1,12 +1,12 @@
 //! Writing the model: weights streamed once, in graph order, into one external data file whose
 //! large tensors start at 64 KiB boundaries (so ONNX Runtime can map them), then the small
-//! `.onnx` protobuf that points into it. Both are written under temporary names in the target
-//! folder and renamed into place only when complete: a failed export leaves nothing behind.
+//! `.onnx` protobuf that points into it. Both are `io::AtomicFile`s, renamed into place only
+//! when both are complete: a failed export leaves nothing behind.
 
 use super::proto::{StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
-use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
-use crate::ir::Weight;
+use crate::io::AtomicFile;
+use crate::ir::{TensorStore, Weight};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -17,13 +17,10 @@ use std::path::{Path, PathBuf};
 const ALIGN_THRESHOLD: usize = 1 << 20;
 const ALIGNMENT: u64 = 64 << 10;
 
-/// Output files under temporary names, removed on drop unless committed.
+/// The model and its data file, each an `AtomicFile` until both are complete.
 pub struct PendingOutput {
-    pub model: PathBuf,
-    pub data: PathBuf,
-    tmp_model: PathBuf,
-    tmp_data: PathBuf,
-    committed: bool,
+    model: AtomicFile,
+    data: AtomicFile,
 }
 
 impl PendingOutput {
@@ -32,15 +29,9 @@ impl PendingOutput {
             Error::Usage(format!("output path {} has no file name", model.display()))
         })?;
         let dir = match model.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
         };
-        if !dir.is_dir() {
-            return Err(Error::file(
-                &dir,
-                "output folder does not exist or is not a folder",
-            ));
-        }
         let data = dir.join(format!("{file_name}.data"));
         // Checked before anything is written: a rename onto a folder fails, and when it is the
         // model's that fails, the data file has already been renamed into place.
@@ -52,58 +43,45 @@ impl PendingOutput {
                 ));
             }
         }
-        let tag = std::process::id();
         Ok(Self {
-            model: model.to_owned(),
-            tmp_model: dir.join(format!(".{file_name}.{tag}.tmp")),
-            tmp_data: dir.join(format!(".{file_name}.data.{tag}.tmp")),
-            data,
-            committed: false,
+            model: AtomicFile::new(model)?,
+            data: AtomicFile::new(&data)?,
         })
     }
 
     /// The name the model uses to refer to its data file (relative, next to it).
     pub fn data_location(&self) -> String {
         self.data
+            .path()
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     }
 
-    /// Errors name the output the user asked for, not the temporary name it is written under.
     pub fn create_data(&self) -> Result<File> {
-        File::create(&self.tmp_data).map_err(|e| Error::io(&self.data, e))
+        self.data.create()
     }
 
     pub fn write_model(&self, bytes: &[u8]) -> Result<()> {
-        std::fs::write(&self.tmp_model, bytes).map_err(|e| Error::io(&self.model, e))
+        self.model.write_all(bytes)
     }
 
     /// Renames both files into place, data first so the model never points at a missing file.
-    pub fn commit(mut self) -> Result<()> {
-        std::fs::rename(&self.tmp_data, &self.data).map_err(|e| Error::io(&self.data, e))?;
-        if let Err(e) = std::fs::rename(&self.tmp_model, &self.model) {
+    pub fn commit(self) -> Result<()> {
+        let data = self.data.path().to_owned();
+        self.data.commit()?;
+        if let Err(e) = self.model.commit() {
             // Without its model the data file just put in place is half an output.
-            let _ = std::fs::remove_file(&self.data);
-            return Err(Error::io(&self.model, e));
+            let _ = std::fs::remove_file(&data);
+            return Err(e);
         }
-        self.committed = true;
         Ok(())
-    }
-}
-
-impl Drop for PendingOutput {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp_model);
-            let _ = std::fs::remove_file(&self.tmp_data);
-        }
     }
 }
 
 /// Streams every weight into `file`, returning their initializers (external references).
 pub fn write_weights(
-    ckpt: &FluxCheckpoint,
+    store: &dyn TensorStore,
     weights: &[&Weight],
     file: File,
     location: &str,
@@ -128,7 +106,7 @@ pub fn write_weights(
     let mut initializers = Vec::with_capacity(weights.len());
     for (i, weight) in weights.iter().enumerate() {
         buffer.clear();
-        weight.write_bytes(ckpt, &mut buffer)?;
+        weight.write_bytes(store, &mut buffer)?;
         if buffer.len() != weight.byte_len() {
             return Err(Error::Internal(format!(
                 "weight `{}` produced {} bytes, expected {}",

@@ -3,6 +3,7 @@
 //! per stream of a double block and one on the joint sequence of a single block.
 
 use super::patch::{Patch, PatchValue, apply};
+use crate::checkpoint::brll_meta::node_name;
 use crate::error::{Error, Result};
 use crate::ir::{BlockId, Graph, Op, TensorType, Weight, WeightData};
 use std::sync::Arc;
@@ -25,14 +26,6 @@ pub struct StreamFit {
 pub struct BlockFit {
     pub block: BlockId,
     pub streams: Vec<StreamFit>,
-}
-
-/// The fitted node's name: `double_blocks.{i}.brll.{img,txt}` or `single_blocks.{i}.brll`.
-pub fn node_name(block: BlockId, stream: &str) -> String {
-    match block {
-        BlockId::Double(_) => format!("{block}.brll.{stream}"),
-        BlockId::Single(_) => format!("{block}.brll"),
-    }
 }
 
 /// Where the weights of one fitted node come from: values just fitted (this pass), or the
@@ -75,11 +68,11 @@ pub fn fitted_node(
     let mut weight = |suffix: &str, shape: Vec<usize>, data: WeightData| -> Result<PatchValue> {
         let found = match &data {
             WeightData::Owned(values) => vec![values.len()],
-            WeightData::Checkpoint(source) => source.shape.clone(),
+            WeightData::Stored(source) => source.shape.clone(),
         };
         let fits = match &data {
             WeightData::Owned(values) => values.len() == shape.iter().product::<usize>(),
-            WeightData::Checkpoint(source) => source.shape == shape,
+            WeightData::Stored(source) => source.shape == shape,
         };
         if !fits {
             return Err(Error::Internal(format!(

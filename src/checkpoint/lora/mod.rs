@@ -9,10 +9,10 @@ mod names;
 
 pub use names::{Format, ModuleNames, Target};
 
-use crate::checkpoint::safetensors::SafetensorsFile;
 use crate::checkpoint::source::refuse_pickle;
 use crate::dtype::decode_f32;
 use crate::error::{Error, Result};
+use crate::io::safetensors::SafetensorsFile;
 use adapter::{AdapterConfig, METADATA_KEY};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -258,7 +258,7 @@ impl PairReader<'_> {
         Ok(factor)
     }
 
-    fn info(&self, key: &str) -> Result<&crate::checkpoint::safetensors::TensorInfo> {
+    fn info(&self, key: &str) -> Result<&crate::io::safetensors::TensorInfo> {
         self.file
             .info(key)
             .ok_or_else(|| Error::Internal(format!("key `{key}` vanished from the LoRA header")))

@@ -4,9 +4,10 @@
 //! reported against the tensor that has it (an unknown dtype, offsets past the end of a
 //! truncated file). Tensor bytes are read straight from the map; `release` hands a tensor's
 //! pages back to the kernel once it has been written, so that streaming a 24 GB checkpoint
-//! never keeps more than a tensor or two resident.
+//! never keeps more than a tensor or two resident. Small f32 files (calibration inputs,
+//! reference outputs) are read whole with `read_f32`.
 
-use crate::dtype::DType;
+use crate::dtype::{DType, decode_f32};
 use crate::error::{Error, Result};
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 use std::collections::BTreeMap;
@@ -36,20 +37,34 @@ pub struct SafetensorsFile {
     map: Mmap,
     tensors: BTreeMap<String, TensorInfo>,
     metadata: BTreeMap<String, String>,
+    /// Tensors of types fastflux does not compute in, by name: their type as the header says.
+    other_dtypes: BTreeMap<String, String>,
 }
 
 impl SafetensorsFile {
+    /// Opens a file whose every tensor must be of a type fastflux reads (a checkpoint).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::map(path, false)
+    }
+
+    /// Opens a file that may also hold tensors of other types (integer labels beside float
+    /// inputs, say): they are listed by `other_dtypes`, and `read_f32` refuses them by name.
+    pub fn open_with_other_dtypes(path: &Path) -> Result<Self> {
+        Self::map(path, true)
+    }
+
+    fn map(path: &Path, allow_other_dtypes: bool) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: the map is read-only. A file truncated underneath us by another process would
         // fault, as it would for any mmap-based reader; checkpoints are not edited while compiled.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (tensors, metadata) = parse_header(path, &map)?;
+        let header = parse_header(path, &map, allow_other_dtypes)?;
         Ok(Self {
             path: path.to_owned(),
             map,
-            tensors,
-            metadata,
+            tensors: header.tensors,
+            metadata: header.metadata,
+            other_dtypes: header.other_dtypes,
         })
     }
 
@@ -67,6 +82,26 @@ impl SafetensorsFile {
 
     pub fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.get(name)
+    }
+
+    /// With `open_with_other_dtypes`: the tensors of types fastflux does not read, and the type.
+    pub fn other_dtypes(&self) -> &BTreeMap<String, String> {
+        &self.other_dtypes
+    }
+
+    /// Reads tensor `name` whole, converted to f32 (from F32, F64, F16, BF16 or F8_E4M3), with
+    /// its shape. Errors name the file and the tensor.
+    pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let Some(info) = self.info(name) else {
+            let why = match self.other_dtypes.get(name) {
+                Some(dtype) => format!("dtype {dtype} (expected F32, F64, F16 or BF16)"),
+                None => "missing".to_owned(),
+            };
+            return Err(Error::tensor(&self.path, name, why));
+        };
+        let mut values = vec![0f32; info.numel()];
+        decode_f32(info.dtype, &self.map[info.bytes.clone()], &mut values);
+        Ok((info.shape.clone(), values))
     }
 
     /// The raw little-endian bytes of a tensor, borrowed from the map.
@@ -96,9 +131,13 @@ fn page_size() -> usize {
     4096
 }
 
-type Header = (BTreeMap<String, TensorInfo>, BTreeMap<String, String>);
+struct Header {
+    tensors: BTreeMap<String, TensorInfo>,
+    metadata: BTreeMap<String, String>,
+    other_dtypes: BTreeMap<String, String>,
+}
 
-fn parse_header(path: &Path, map: &[u8]) -> Result<Header> {
+fn parse_header(path: &Path, map: &[u8], allow_other_dtypes: bool) -> Result<Header> {
     let not_safetensors =
         |why: String| Error::file(path, format!("not a valid safetensors file: {why}"));
     if map.len() < 8 {
@@ -124,6 +163,7 @@ fn parse_header(path: &Path, map: &[u8]) -> Result<Header> {
     let data_len = map.len() - data_start;
     let mut tensors = BTreeMap::new();
     let mut metadata = BTreeMap::new();
+    let mut other_dtypes = BTreeMap::new();
     for (name, entry) in entries {
         if name == "__metadata__" {
             if let serde_json::Value::Object(m) = entry {
@@ -137,10 +177,19 @@ fn parse_header(path: &Path, map: &[u8]) -> Result<Header> {
             }
             continue;
         }
+        let dtype = entry["dtype"].as_str();
+        if allow_other_dtypes && dtype.is_some_and(|d| DType::from_safetensors(d).is_none()) {
+            other_dtypes.insert(name, dtype.unwrap_or_default().to_owned());
+            continue;
+        }
         let info = parse_entry(path, &name, &entry, data_start, data_len)?;
         tensors.insert(name, info);
     }
-    Ok((tensors, metadata))
+    Ok(Header {
+        tensors,
+        metadata,
+        other_dtypes,
+    })
 }
 
 fn parse_entry(
@@ -239,5 +288,23 @@ mod tests {
         );
         let err = SafetensorsFile::open(f.path()).err().unwrap().to_string();
         assert!(err.contains("`a`") && err.contains("`Q4`"), "{err}");
+    }
+
+    #[test]
+    fn reads_f32_beside_other_dtypes_and_names_what_it_cannot() {
+        let f = file_with_header(
+            r#"{"x":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]},"labels":{"dtype":"I64","shape":[1],"data_offsets":[4,12]}}"#,
+            &[128, 63, 0, 64, 7, 0, 0, 0, 0, 0, 0, 0],
+        );
+        assert!(SafetensorsFile::open(f.path()).is_err());
+        let st = SafetensorsFile::open_with_other_dtypes(f.path()).unwrap();
+        assert_eq!(st.read_f32("x").unwrap(), (vec![2], vec![1.0, 2.0]));
+        let err = st.read_f32("labels").err().unwrap().to_string();
+        assert!(
+            err.contains("`labels`") && err.contains("dtype I64"),
+            "{err}"
+        );
+        let err = st.read_f32("y").err().unwrap().to_string();
+        assert!(err.contains("`y`: missing"), "{err}");
     }
 }

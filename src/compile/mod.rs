@@ -1,0 +1,226 @@
+//! The compile driver as library steps: `lift_checkpoint` (checkpoint → IR), `fit_brll` (the
+//! BRLL rewrite), `emit_safetensors`, `fold_loras` and `export` (IR → ONNX). `compile` runs
+//! them in that order behind the checks that protect the user's files and returns what each did
+//! as data (`CompileOutcome`), which `report` renders; `plan` inspects without writing.
+
+mod guard;
+mod plan;
+
+pub use plan::{PlanOutcome, parameters_by_part, plan};
+
+use crate::checkpoint::FluxCheckpoint;
+use crate::checkpoint::lora::LoraSpec;
+use crate::dtype::DType;
+use crate::emit::{self, Emitted};
+use crate::error::{Error, Result};
+use crate::fit::brll::{self as brll_run, BrllOptions, BrllOutcome};
+use crate::ir::Graph;
+use crate::ir::cost::Tokens;
+use crate::lift::{self, LiftOptions};
+use crate::onnx::{self, ExportOptions, ExportSummary, Target};
+use crate::passes::{self, lora::LoraReport};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    pub checkpoint: PathBuf,
+    pub output: Option<PathBuf>,
+    pub dtype: Option<DType>,
+    pub axes_dim: Option<Vec<usize>>,
+    pub target: Target,
+    pub show_progress: bool,
+    /// `--replace` / `--prune`: BRLL and its calibration.
+    pub brll: Option<BrllOptions>,
+    /// `--lora FILE[:SCALE]`, folded in the order given.
+    pub loras: Vec<LoraSpec>,
+    /// `--lora-allow-unmatched`: skip LoRA keys that match no weight instead of failing.
+    pub lora_allow_unmatched: bool,
+    /// `--emit-safetensors FILE`: also write the BRLL-rewritten base model (before LoRA) as a
+    /// checkpoint in the input's naming (see `emit`).
+    pub emit_safetensors: Option<PathBuf>,
+}
+
+impl CompileOptions {
+    /// Compiling `checkpoint` with every choice at its default: no output, the checkpoint's
+    /// dtype, axes from the checkpoint, the CUDA target, no BRLL, no LoRA, no progress bar.
+    pub fn new(checkpoint: impl Into<PathBuf>) -> Self {
+        Self {
+            checkpoint: checkpoint.into(),
+            output: None,
+            dtype: None,
+            axes_dim: None,
+            target: Target::Cuda,
+            show_progress: false,
+            brll: None,
+            loras: Vec::new(),
+            lora_allow_unmatched: false,
+            emit_safetensors: None,
+        }
+    }
+}
+
+/// The model between steps: the checkpoint it reads from and the graph the steps rewrite.
+pub struct Compiled {
+    pub ckpt: FluxCheckpoint,
+    pub graph: Graph,
+    pub dtype: DType,
+    /// What the LoRA pass folded, once `fold_loras` ran with `--lora` given.
+    pub lora: Option<LoraReport>,
+}
+
+/// What BRLL did, with the costs of the model before and after it.
+pub struct BrllSummary {
+    pub outcome: BrllOutcome,
+    /// Parameters of the graph before and after the rewrite.
+    pub parameters: (usize, usize),
+    /// FLOPs per image token before and after, at `tokens`.
+    pub flops_per_image_token: (f64, f64),
+    pub tokens: Tokens,
+}
+
+impl BrllSummary {
+    fn new(original: &Graph, pruned: &Graph, outcome: BrllOutcome, options: &BrllOptions) -> Self {
+        let tokens = Tokens {
+            image: options.synthetic.image_tokens,
+            text: options.synthetic.text_tokens,
+        };
+        Self {
+            outcome,
+            parameters: (original.parameters(), pruned.parameters()),
+            flops_per_image_token: (
+                original.flops_per_image_token(tokens),
+                pruned.flops_per_image_token(tokens),
+            ),
+            tokens,
+        }
+    }
+}
+
+/// What `compile` wrote and how long it took.
+pub struct CompileOutcome {
+    pub output: PathBuf,
+    /// Parameters the checkpoint stores for the model, before any pass.
+    pub parameters_before: usize,
+    pub dtype: DType,
+    pub export: ExportSummary,
+    pub lora: Option<LoraReport>,
+    pub emitted: Option<Emitted>,
+    pub brll: Option<BrllSummary>,
+    pub seconds: f64,
+}
+
+/// Opens the checkpoint, lifts it and folds the LoRA deltas: the unpruned model, unwritten.
+pub fn prepare(options: &CompileOptions) -> Result<Compiled> {
+    let mut compiled = lift_checkpoint(options)?;
+    fold_loras(&mut compiled, options)?;
+    Ok(compiled)
+}
+
+/// Opens the checkpoint and lifts it: everything short of the passes and writing.
+pub fn lift_checkpoint(options: &CompileOptions) -> Result<Compiled> {
+    let ckpt = FluxCheckpoint::open(&options.checkpoint, options.axes_dim.clone())?;
+    let dtype = options.dtype.unwrap_or_else(|| lift::default_dtype(&ckpt));
+    let graph = lift::lift(&ckpt, LiftOptions { dtype })?;
+    Ok(Compiled {
+        ckpt,
+        graph,
+        dtype,
+        lora: None,
+    })
+}
+
+/// Chooses, calibrates and fits the blocks `options` asks for and rewrites the graph.
+pub fn fit_brll(compiled: &mut Compiled, options: &BrllOptions) -> Result<BrllOutcome> {
+    brll_run::run(&compiled.ckpt, &mut compiled.graph, options)
+}
+
+/// Writes the model the graph computes as a checkpoint in the input's naming (`emit`): to be
+/// called before `fold_loras`, since that checkpoint is the base model sandwich training loads.
+pub fn emit_safetensors(compiled: &Compiled, path: &Path) -> Result<Emitted> {
+    emit::write(path, &compiled.ckpt, &compiled.graph)
+}
+
+/// Folds `options.loras` into the graph's weights, recording what was folded in `compiled.lora`.
+pub fn fold_loras(compiled: &mut Compiled, options: &CompileOptions) -> Result<()> {
+    compiled.lora = passes::lora::run(
+        &mut compiled.graph,
+        &compiled.ckpt.config,
+        &options.loras,
+        options.lora_allow_unmatched,
+    )?;
+    Ok(())
+}
+
+/// Lowers the graph for `options.target` and writes `output` and `output.data`.
+pub fn export(
+    compiled: &Compiled,
+    output: &Path,
+    options: &CompileOptions,
+) -> Result<ExportSummary> {
+    // No source path: the same checkpoint content and flags give the same bytes, wherever
+    // the checkpoint lies (a file written by --emit-safetensors compiles to what its source did).
+    let mut metadata = vec![
+        (
+            "fastflux.config".to_owned(),
+            format!("{:?}", compiled.ckpt.config),
+        ),
+        ("fastflux.dtype".to_owned(), compiled.dtype.to_string()),
+    ];
+    let loras: Vec<String> = options
+        .loras
+        .iter()
+        .map(|l| format!("{}:{}", l.path.display(), l.scale))
+        .collect();
+    if !loras.is_empty() {
+        metadata.push(("fastflux.lora".to_owned(), loras.join(" ")));
+    }
+    let export = ExportOptions {
+        target: options.target,
+        show_progress: options.show_progress,
+        metadata,
+    };
+    onnx::export(&compiled.graph, &compiled.ckpt, output, &export)
+}
+
+/// Compiles and writes the model: the steps in order, after checking that no output would
+/// overwrite an input or another output.
+pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
+    let start = Instant::now();
+    let output = options.output.as_deref().ok_or_else(|| {
+        Error::Usage("no output path: pass -o OUT.onnx (or --plan to only inspect)".into())
+    })?;
+    let mut compiled = lift_checkpoint(options)?;
+    guard::refuse_to_overwrite_inputs(&compiled.ckpt, output)?;
+    if let Some(emit_path) = &options.emit_safetensors {
+        guard::refuse_to_overwrite_inputs(&compiled.ckpt, emit_path)?;
+        guard::refuse_emit_onto_output(emit_path, output)?;
+    }
+    let brll = match &options.brll {
+        Some(brll) => {
+            let original = compiled.graph.clone();
+            let outcome = fit_brll(&mut compiled, brll)?;
+            Some(BrllSummary::new(&original, &compiled.graph, outcome, brll))
+        }
+        None => None,
+    };
+    // The checkpoint that sandwich training loads is the rewritten base model: no LoRA in it.
+    let emitted = match &options.emit_safetensors {
+        Some(path) => Some(emit_safetensors(&compiled, path)?),
+        None => None,
+    };
+    // LoRA deltas meet the final weights: those BRLL fitted, and none of those it removed.
+    fold_loras(&mut compiled, options)?;
+    let export = export(&compiled, output, options)?;
+    let parameters_before = compiled.ckpt.sources().values().map(|s| s.numel()).sum();
+    Ok(CompileOutcome {
+        output: output.to_owned(),
+        parameters_before,
+        dtype: compiled.dtype,
+        export,
+        lora: compiled.lora,
+        emitted,
+        brll,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
