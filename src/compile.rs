@@ -238,7 +238,11 @@ pub fn plan(options: &CompileOptions) -> Result<String> {
         let _ = writeln!(r, "  {part:<22} {:>10}", human(n as f64));
     }
     if let Some(brll) = &options.brll {
-        r.push_str(&ranking_table(&brll_run::rank(&c.ckpt, brll)?));
+        r.push_str(&ranking_table(&brll_run::rank(
+            &c.ckpt,
+            &lift::lift(&c.ckpt, LiftOptions { dtype: c.dtype })?,
+            brll,
+        )?));
     }
     Ok(r)
 }

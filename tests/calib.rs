@@ -5,8 +5,8 @@
 mod support;
 
 use fastflux::checkpoint::FluxConfig;
-use fastflux::fit::calib::{InputSet, SYNTHETIC_TEXT_STD, SyntheticSpec, held_out_seed};
-use fastflux::runtime::NamedTensor;
+use fastflux::inputs::{InputSet, SYNTHETIC_TEXT_STD, SyntheticSpec, held_out_seed};
+use fastflux::tensor::Tensor;
 use std::path::{Path, PathBuf};
 
 /// The trained toy of `shared/toy/digits` (its meta.json).
@@ -70,7 +70,7 @@ fn shape<'a>(set: &'a InputSet, name: &str) -> &'a [usize] {
 }
 
 /// Writes f32 tensors to a safetensors file.
-fn write(path: &Path, tensors: &[NamedTensor]) {
+fn write(path: &Path, tensors: &[Tensor]) {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -92,7 +92,7 @@ fn write(path: &Path, tensors: &[NamedTensor]) {
 /// written to a fresh file; returns the file (and the dir keeping it alive).
 fn bad_file(
     config: &FluxConfig,
-    edit: impl FnOnce(&mut Vec<NamedTensor>),
+    edit: impl FnOnce(&mut Vec<Tensor>),
 ) -> (tempfile::TempDir, PathBuf) {
     let spec = SyntheticSpec {
         samples: 2,
@@ -108,7 +108,7 @@ fn bad_file(
     (dir, path)
 }
 
-fn tensor<'a>(tensors: &'a mut [NamedTensor], name: &str) -> &'a mut NamedTensor {
+fn tensor<'a>(tensors: &'a mut [Tensor], name: &str) -> &'a mut Tensor {
     tensors.iter_mut().find(|t| t.name == name).unwrap()
 }
 
@@ -193,7 +193,7 @@ fn round_trip_and_extra_tensors_ignored() {
             text_tokens: 3,
             tensors: tensors.clone(),
         });
-        tensors.push(NamedTensor {
+        tensors.push(Tensor {
             name: "labels".into(),
             shape: vec![5],
             data: vec![1.0; 5],

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use fastflux::runtime;
+use fastflux::{metrics, runtime, tensor};
 use half::{bf16, f16};
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ use tempfile::TempDir;
 const COMFY_PREFIX: &str = "model.diffusion_model.";
 
 /// The golden inputs and diffusers' float64 output for them.
-fn reference() -> (Vec<runtime::NamedTensor>, Vec<f64>) {
-    let inputs = runtime::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
+fn reference() -> (Vec<tensor::Tensor>, Vec<f64>) {
+    let inputs = tensor::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
     let tensors = read_tensors(&golden("expected.safetensors"));
     let expected = tensors.iter().find(|t| t.name == "output_f64").unwrap();
     let values = expected
@@ -224,7 +224,7 @@ fn weight_error(dequantized: &[Tensor]) -> f64 {
     let golden_tensors = read_tensors(&golden("flux-bfl.safetensors"));
     let flat = |ts: &[Tensor]| -> Vec<f32> { ts.iter().flat_map(Tensor::f32_values).collect() };
     // Both sorted by name, so the values line up.
-    runtime::relative_l2(&flat(dequantized), &flat(&golden_tensors))
+    metrics::relative_l2(&flat(dequantized), &flat(&golden_tensors))
 }
 
 #[test]
@@ -249,7 +249,7 @@ fn comfyui_prefixed_checkpoint() {
 
     let (model, _) = compile(&ckpt, dir.path(), "comfy", &[]);
     let (_, expected) = reference();
-    let err = runtime::relative_l2(&run(&model), &expected);
+    let err = metrics::relative_l2(&run(&model), &expected);
     // The bar for the f32 models compiled from the golden namings.
     assert!(err < 1e-5, "relative L2 error {err:e}");
 }
@@ -288,7 +288,7 @@ fn stored_type_compiles_and_computes(stored: Stored) {
     assert!(report.contains(" of weights (f32)"), "{report}");
 
     let (_, expected) = reference();
-    let err = runtime::relative_l2(&run(&f32_model), &expected);
+    let err = metrics::relative_l2(&run(&f32_model), &expected);
     let eps_w = weight_error(&dequantized);
     eprintln!(
         "{stored:?}: weights {eps_w:e}, output {err:e} ({:.2} x)",
@@ -338,7 +338,7 @@ fn dequantization_is_exact(stored: Stored) {
         data(&from_quantized) == data(&from_f32),
         "{stored:?}: the dequantized weights differ from the test's decoding"
     );
-    let err = runtime::relative_l2(&run(&from_quantized), &run(&from_f32));
+    let err = metrics::relative_l2(&run(&from_quantized), &run(&from_f32));
     assert!(err <= 1e-6, "{stored:?}: outputs differ by {err:e}");
 }
 

@@ -79,7 +79,7 @@ fn the_lora_changes_the_output() {
         "expected-lora-kohya.safetensors",
         "expected-lora-peft.safetensors",
     ] {
-        let error = fastflux::runtime::relative_l2(&latent, &reference(expected));
+        let error = fastflux::metrics::relative_l2(&latent, &reference(expected));
         assert!(error > 0.01, "{expected}: base model within {error:.3e}");
     }
 }

@@ -3,7 +3,9 @@
 mod support;
 
 use fastflux::compile::{CompileOptions, prepare};
-use fastflux::runtime::{read_f32_tensors, relative_l2, staged::StagedRunner};
+use fastflux::metrics::relative_l2;
+use fastflux::runtime::staged::StagedRunner;
+use fastflux::tensor::read_f32_tensors;
 use support::*;
 
 #[test]

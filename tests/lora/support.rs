@@ -1,7 +1,8 @@
 //! Shared by the LoRA tests: where the golden references are, running the compiler binary,
 //! running a compiled model on the golden inputs, and editing LoRA files into new variants.
 
-use fastflux::runtime::{self, NamedTensor};
+use fastflux::tensor::{self, Tensor};
+use fastflux::{metrics, runtime};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -66,7 +67,7 @@ pub fn compile_err(checkpoint: &str, out: &Path, extra: &[&str]) -> String {
 
 /// The reference output in `file`: `output_f64` where the file has it, else `output`.
 pub fn reference(file: &str) -> Vec<f64> {
-    let tensors = runtime::read_f32_tensors(&golden(file)).expect("golden reference");
+    let tensors = tensor::read_f32_tensors(&golden(file)).expect("golden reference");
     let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
     println!("{file} holds {names:?}");
     let bytes = std::fs::read(golden(file)).unwrap();
@@ -85,7 +86,7 @@ pub fn reference(file: &str) -> Vec<f64> {
 
 /// Runs a compiled model on the golden inputs; returns `latent`.
 pub fn run(model: &Path) -> Vec<f32> {
-    let inputs = runtime::read_f32_tensors(&golden("inputs.safetensors")).expect("inputs");
+    let inputs = tensor::read_f32_tensors(&golden("inputs.safetensors")).expect("inputs");
     let outputs = runtime::run_model_file(model, &inputs, 2).expect("model runs");
     outputs
         .into_iter()
@@ -99,7 +100,7 @@ pub fn check(checkpoint: &str, extra: &[&str], expected: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.onnx");
     let summary = compile_ok(checkpoint, &out, extra);
-    let error = runtime::relative_l2(&run(&out), &reference(expected));
+    let error = metrics::relative_l2(&run(&out), &reference(expected));
     println!("{checkpoint} {extra:?} vs {expected}: relative L2 error {error:.3e}");
     assert!(
         error < TOLERANCE,
@@ -110,7 +111,7 @@ pub fn check(checkpoint: &str, extra: &[&str], expected: &str) -> String {
 
 /// A LoRA file's tensors (all f32 in the golden files) and header metadata, to edit.
 pub struct Lora {
-    pub tensors: BTreeMap<String, NamedTensor>,
+    pub tensors: BTreeMap<String, Tensor>,
     pub metadata: Option<HashMap<String, String>>,
 }
 
@@ -119,7 +120,7 @@ impl Lora {
         let path = golden(file);
         let bytes = std::fs::read(&path).unwrap();
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let tensors = runtime::read_f32_tensors(&path).unwrap();
+        let tensors = tensor::read_f32_tensors(&path).unwrap();
         Self {
             tensors: tensors.into_iter().map(|t| (t.name.clone(), t)).collect(),
             metadata: header.metadata().clone(),
@@ -129,16 +130,16 @@ impl Lora {
     pub fn insert(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) {
         let name = name.to_owned();
         self.tensors
-            .insert(name.clone(), NamedTensor { name, shape, data });
+            .insert(name.clone(), Tensor { name, shape, data });
     }
 
-    pub fn take(&mut self, name: &str) -> NamedTensor {
+    pub fn take(&mut self, name: &str) -> Tensor {
         self.tensors
             .remove(name)
             .unwrap_or_else(|| panic!("no `{name}`"))
     }
 
-    pub fn get_mut(&mut self, name: &str) -> &mut NamedTensor {
+    pub fn get_mut(&mut self, name: &str) -> &mut Tensor {
         self.tensors.get_mut(name).unwrap()
     }
 

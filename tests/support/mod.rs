@@ -3,7 +3,8 @@
 
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
-use fastflux::runtime::{self, NamedTensor};
+use fastflux::runtime;
+use fastflux::tensor::{self, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,8 +31,8 @@ pub fn compile_ok(args: &[&str]) -> String {
 }
 
 /// The golden inputs, and the reference output diffusers computed in float64.
-pub fn golden_io(expected_file: &str) -> (Vec<NamedTensor>, Vec<f64>) {
-    let inputs = runtime::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
+pub fn golden_io(expected_file: &str) -> (Vec<Tensor>, Vec<f64>) {
+    let inputs = tensor::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
     let expected = std::fs::read(golden(expected_file)).expect("golden expected output");
     let expected = safetensors::SafeTensors::deserialize(&expected).expect("safetensors");
     let reference = expected
