@@ -53,3 +53,20 @@ impl fmt::Display for ExecutionProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_cuda_exactly_when_onnx_runtime_has_it() {
+        let expected = match cuda_available().unwrap() {
+            true => ExecutionProvider::Cuda,
+            false => ExecutionProvider::Cpu,
+        };
+        assert_eq!(ExecutionProvider::Auto.resolve().unwrap(), expected);
+        for chosen in [ExecutionProvider::Cpu, ExecutionProvider::Cuda] {
+            assert_eq!(chosen.resolve().unwrap(), chosen);
+        }
+    }
+}
