@@ -56,3 +56,72 @@ fn the_ort_backend_on_auto_runs_what_the_cpu_runs() {
         );
     }
 }
+
+#[test]
+fn errors_at_the_seam_stay_typed() {
+    use fastflux::Error;
+    use fastflux::error::FitError;
+    use fastflux::fit::brll::BrllOptions;
+    use fastflux::fit::calibrate::{CalibrationOptions, fit_sequentially};
+    use fastflux::inputs::{InputSet, SyntheticSpec};
+    use fastflux::ir::BlockId;
+    let options = CompileOptions {
+        dtype: Some(fastflux::dtype::DType::F32),
+        ..CompileOptions::new(golden("diffusers"))
+    };
+    let compiled = prepare(&options).unwrap();
+
+    // A tensor whose shape does not describe its data: refused before anything runs.
+    let golden_inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
+    let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
+    let mut inputs = golden_inputs.clone();
+    let hidden = inputs
+        .iter_mut()
+        .find(|t| t.name == "hidden_states")
+        .unwrap();
+    hidden.data.pop();
+    let err = runner.run(&inputs).unwrap_err();
+    assert!(matches!(&err, Error::Usage(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("`hidden_states` has shape"),
+        "{err}"
+    );
+
+    // A shape the model cannot take (15 channels, not 16): ONNX Runtime refuses it, typed.
+    let mut inputs = golden_inputs;
+    let hidden = inputs
+        .iter_mut()
+        .find(|t| t.name == "hidden_states")
+        .unwrap();
+    let tokens = hidden.shape[0] * hidden.shape[1];
+    hidden.shape[2] = 15;
+    hidden.data.truncate(tokens * 15);
+    let err = runner.run(&inputs).unwrap_err();
+    assert!(matches!(&err, Error::Runtime(_)), "{err:?}");
+    assert!(err.to_string().starts_with("ONNX Runtime: "), "{err}");
+
+    // A ridge the solver refuses: a fit error, no longer a usage error.
+    let spec = SyntheticSpec {
+        samples: 1,
+        image_tokens: 4,
+        text_tokens: 2,
+        seed: 0,
+    };
+    let set = InputSet::synthetic(&compiled.ckpt.config, &spec).unwrap();
+    let calibration = CalibrationOptions {
+        ridge: -1.0,
+        threads: 1,
+        ..BrllOptions::default().calibration
+    };
+    let chosen = [BlockId::Double(0)].into();
+    let err =
+        fit_sequentially(&compiled.graph, &compiled.ckpt, &set, &chosen, &calibration).unwrap_err();
+    assert!(
+        matches!(&err, Error::Fit(FitError::InvalidRidge(_))),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "fitting a linear replacement failed: ridge must be finite and ≥ 0, got -1"
+    );
+}

@@ -83,14 +83,27 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
     }
 
     /// The graph's inputs, taken by name from `inputs`.
+    /// Checked here, not left to the backend: the runner slices inputs into chunks of samples
+    /// itself, and a tensor whose shape does not describe its data would make it panic.
     pub fn load_inputs(&self, inputs: &[Tensor]) -> Result<Env> {
         let mut env = Env::new();
         for n in self.graph.graph.node_indices() {
-            if let Op::Input { name, .. } = &self.graph.node(n).op {
+            if let Op::Input { name, ty } = &self.graph.node(n).op {
                 let tensor = inputs
                     .iter()
                     .find(|t| &t.name == name)
                     .ok_or_else(|| Error::Usage(format!("the inputs lack `{name}`")))?;
+                let (shape, len) = (&tensor.shape, tensor.data.len());
+                if shape.len() != ty.rank() {
+                    return Err(Error::Usage(format!(
+                        "input `{name}` has shape {shape:?}, but the graph takes {ty}"
+                    )));
+                }
+                if shape.iter().product::<usize>() != len {
+                    return Err(Error::Usage(format!(
+                        "input `{name}` has shape {shape:?} but {len} values"
+                    )));
+                }
                 env.insert(Value { node: n, port: 0 }, tensor.clone());
             }
         }
