@@ -44,6 +44,22 @@ pub fn cuda_available() -> Result<bool, RuntimeError> {
     })
 }
 
+impl std::str::FromStr for ExecutionProvider {
+    type Err = String;
+
+    /// `cpu`, `cuda` or `auto` (for a command-line flag).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!(
+                "unknown execution provider `{other}`: use `cpu`, `cuda` or `auto`"
+            )),
+        }
+    }
+}
+
 impl fmt::Display for ExecutionProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -68,5 +84,14 @@ mod tests {
         for chosen in [ExecutionProvider::Cpu, ExecutionProvider::Cuda] {
             assert_eq!(chosen.resolve().unwrap(), chosen);
         }
+    }
+
+    #[test]
+    fn parses_the_flag_values() {
+        assert_eq!("cpu".parse(), Ok(ExecutionProvider::Cpu));
+        assert_eq!("cuda".parse(), Ok(ExecutionProvider::Cuda));
+        assert_eq!("auto".parse(), Ok(ExecutionProvider::Auto));
+        let err = "gpu".parse::<ExecutionProvider>().unwrap_err();
+        assert!(err.contains("`gpu`") && err.contains("`auto`"), "{err}");
     }
 }
