@@ -4,6 +4,7 @@
 //!     cargo run --release --example bench_lstsq [-- ROWS_PER_CALL CALLS]
 
 use fastflux::fit::lstsq::{DEFAULT_RIDGE, NormalEquations};
+use fastflux::rng::Rng;
 use std::time::Instant;
 
 fn main() {
@@ -16,15 +17,9 @@ fn main() {
         *args.first().unwrap_or(&4096),
         *args.get(1).unwrap_or(&3),
     );
-    // A splitmix64 stream: any data will do, the cost does not depend on the values.
-    let mut state = 11u64;
-    let mut uniform = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
+    // Any data will do: the cost does not depend on the values.
+    let mut rng = Rng::new(11, 0);
+    let mut uniform = move || rng.uniform() as f32 - 0.5;
     let x: Vec<f32> = (0..rows * d).map(|_| uniform()).collect();
     let r: Vec<f32> = (0..rows * d).map(|_| uniform()).collect();
     let mut equations = NormalEquations::new(d, 0, d);

@@ -23,8 +23,10 @@ use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
 use fastflux::fit::lstsq::DEFAULT_RIDGE;
 use fastflux::io::{AtomicFile, SafetensorsWriter, TensorEntry};
+use fastflux::metrics::{cosine, relative_l2};
 use fastflux::passes::brll::{BlockFit, apply_fits};
-use fastflux::runtime::{NamedTensor, cosine, read_f32_tensors, relative_l2, run_model_file};
+use fastflux::runtime::run_model_file;
+use fastflux::tensor::{Tensor, read_f32_tensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,20 +77,20 @@ impl Normal {
     }
 }
 
-fn get<'a>(t: &'a [NamedTensor], name: &str) -> &'a NamedTensor {
+fn get<'a>(t: &'a [Tensor], name: &str) -> &'a Tensor {
     t.iter().find(|t| t.name == name).expect(name)
 }
 
-fn tensor(name: &str, shape: &[usize], data: Vec<f32>) -> NamedTensor {
+fn tensor(name: &str, shape: &[usize], data: Vec<f32>) -> Tensor {
     let (name, shape) = (name.to_owned(), shape.to_vec());
-    NamedTensor { name, shape, data }
+    Tensor { name, shape, data }
 }
 
 /// The inputs for images `x` ([S,64,4]) at noise levels `s`, conditioned on `classes`.
-fn inputs(cond: &[NamedTensor], x: Vec<f32>, s: Vec<f32>, classes: &[usize]) -> Vec<NamedTensor> {
+fn inputs(cond: &[Tensor], x: Vec<f32>, s: Vec<f32>, classes: &[usize]) -> Vec<Tensor> {
     let (txt, pooled) = (get(cond, "txt"), get(cond, "pooled"));
     let (l, ctx, p) = (txt.shape[1], txt.shape[2], pooled.shape[1]);
-    let pick = |t: &NamedTensor, w: usize| {
+    let pick = |t: &Tensor, w: usize| {
         classes
             .iter()
             .flat_map(|&k| t.data[k * w..][..w].to_vec())
@@ -116,7 +118,7 @@ fn pack(image: &[f32]) -> Vec<f32> {
     out
 }
 
-fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Res<()> {
+fn write_safetensors(path: &Path, tensors: &[Tensor]) -> Res<()> {
     let entries: Vec<TensorEntry> = tensors
         .iter()
         .map(|t| TensorEntry {
@@ -134,12 +136,12 @@ fn write_safetensors(path: &Path, tensors: &[NamedTensor]) -> Res<()> {
     Ok(())
 }
 
-fn velocity(model: &Path, inputs: &[NamedTensor]) -> Res<Vec<f32>> {
+fn velocity(model: &Path, inputs: &[Tensor]) -> Res<Vec<f32>> {
     Ok(run_model_file(model, inputs, 2)?.remove(0).data)
 }
 
 /// 20 Euler steps from noise `x` at s = 1 to s = 0.
-fn draw(model: &Path, cond: &[NamedTensor], mut x: Vec<f32>, classes: &[usize]) -> Res<Vec<f32>> {
+fn draw(model: &Path, cond: &[Tensor], mut x: Vec<f32>, classes: &[usize]) -> Res<Vec<f32>> {
     for k in 0..20 {
         let (s, next) = (1.0 - k as f32 / 20.0, 1.0 - (k + 1) as f32 / 20.0);
         let v = velocity(

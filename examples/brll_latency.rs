@@ -20,9 +20,10 @@ use clap::Parser;
 use fastflux::compile::{self, CompileOptions, Compiled};
 use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
-use fastflux::fit::calib::{InputSet, SyntheticSpec};
+use fastflux::inputs::{InputSet, SyntheticSpec};
+use fastflux::metrics::relative_l2;
 use fastflux::onnx::{Target, to_embedded_bytes};
-use fastflux::runtime::{LoadedModel, relative_l2};
+use fastflux::runtime::LoadedModel;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -25,13 +25,16 @@ pub enum Error {
     Usage(String),
     /// An ONNX Runtime session failed.
     #[error("ONNX Runtime: {0}")]
-    Runtime(String),
+    Runtime(#[from] RuntimeError),
     /// A broken invariant inside fastflux: a bug, reported instead of panicking.
     #[error("internal error: {0}")]
     Internal(String),
     /// An IR node whose inputs do not type: a bug in the lifter or a pass, like `Internal`.
     #[error("internal error: node `{node}`: {source}")]
     Type { node: String, source: TypeError },
+    /// Least squares could not fit a linear replacement from the calibration statistics.
+    #[error("fitting a linear replacement failed: {0}")]
+    Fit(#[from] FitError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -96,4 +99,57 @@ impl TypeError {
             | Self::Misfit { op, .. } => op,
         }
     }
+}
+
+/// Errors from loading ONNX Runtime and building or running its sessions. ort's errors are kept
+/// as their message so the type stays `Clone` (the cached init result is handed out).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuntimeError {
+    /// The library's file name, and every place that was searched.
+    #[error(
+        "could not find {library}; looked in: {searched}. Run `scripts/setup.sh` to create .venv, \
+         or set ORT_DYLIB_PATH to the library's path"
+    )]
+    LibraryNotFound {
+        library: &'static str,
+        searched: String,
+    },
+    /// Library path, reason.
+    #[error("failed to initialize ONNX Runtime from {0}: {1}")]
+    Init(PathBuf, String),
+    /// Model (path or in-memory description), reason.
+    #[error("failed to create a session for model {0}: {1}")]
+    Session(String, String),
+    /// Model, reason.
+    #[error("invalid inputs for model {0}: {1}")]
+    Input(String, String),
+    /// Model, reason.
+    #[error("failed to run model {0}: {1}")]
+    Run(String, String),
+}
+
+/// Why the normal equations of a linear replacement could not be solved.
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    #[error(
+        "no calibration rows were accumulated: run at least one calibration sample through the block before fitting"
+    )]
+    NoRows,
+    #[error("ridge must be finite and ≥ 0, got {0}")]
+    InvalidRidge(f64),
+    #[error(
+        "the accumulated statistics contain NaN or infinity: the block's captured activations are not finite ({rows} rows)"
+    )]
+    NonFinite { rows: usize },
+    #[error(
+        "the normal equations are not positive definite (Cholesky failed at pivot {pivot} of {order}) \
+         with relative ridge {ridge:e} over {rows} rows for {features} features: raise `--ridge` or add calibration samples"
+    )]
+    NotPositiveDefinite {
+        pivot: usize,
+        order: usize,
+        ridge: f64,
+        rows: usize,
+        features: usize,
+    },
 }

@@ -13,12 +13,16 @@ pub mod dtype;
 pub mod emit;
 pub mod error;
 pub mod fit;
+pub mod inputs;
 pub mod io;
 pub mod ir;
 pub mod lift;
+pub mod metrics;
 pub mod onnx;
 pub mod passes;
 pub mod report;
+pub mod rng;
 pub mod runtime;
+pub mod tensor;
 
 pub use error::{Error, Result};

@@ -8,13 +8,14 @@ mod support;
 use faer::linalg::solvers::SolveLstsq;
 use fastflux::checkpoint::FluxCheckpoint;
 use fastflux::dtype::DType;
-use fastflux::fit::calib::{InputSet, SyntheticSpec};
 use fastflux::fit::calibrate::{CalibrationOptions, FitKind, fit_sequentially, rank_blocks};
+use fastflux::inputs::{InputSet, SyntheticSpec};
 use fastflux::ir::BlockId;
 use fastflux::lift::{LiftOptions, lift};
+use fastflux::metrics::relative_l2;
 use fastflux::passes::brll::apply_fits;
 use fastflux::runtime::staged::StagedRunner;
-use fastflux::runtime::{read_f32_tensors, relative_l2};
+use fastflux::tensor::read_f32_tensors;
 use std::collections::BTreeSet;
 use std::path::Path;
 use support::*;
@@ -25,6 +26,7 @@ fn calibration(ridge: f64) -> CalibrationOptions {
         ridge,
         batch: 4,
         threads: 1,
+        provider: fastflux::runtime::ExecutionProvider::Cpu,
         show_progress: false,
     }
 }

@@ -12,8 +12,8 @@ mod calib {
 }
 
 use fastflux::checkpoint::{FluxCheckpoint, FluxConfig};
-use fastflux::fit::calib::{InputSet, SyntheticSpec};
-use fastflux::runtime::NamedTensor;
+use fastflux::inputs::{InputSet, SyntheticSpec};
+use fastflux::tensor::Tensor;
 use std::path::Path;
 
 /// The trained toy of `shared/toy/digits` (its meta.json).
@@ -71,7 +71,7 @@ fn shape<'a>(set: &'a InputSet, name: &str) -> &'a [usize] {
 }
 
 /// Writes f32 tensors to a safetensors file.
-fn write(path: &Path, tensors: &[NamedTensor]) {
+fn write(path: &Path, tensors: &[Tensor]) {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())

@@ -6,7 +6,6 @@
 
 mod support;
 
-use fastflux::runtime;
 use half::{bf16, f16};
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
@@ -202,7 +201,7 @@ fn weight_error(dequantized: &[StoredTensor]) -> f64 {
         ts.iter().flat_map(StoredTensor::f32_values).collect()
     };
     // Both sorted by name, so the values line up.
-    runtime::relative_l2(&flat(dequantized), &flat(&golden_tensors))
+    fastflux::metrics::relative_l2(&flat(dequantized), &flat(&golden_tensors))
 }
 
 #[test]
@@ -227,7 +226,7 @@ fn comfyui_prefixed_checkpoint() {
 
     let (model, _) = compile_to(&ckpt, dir.path(), "comfy", &[]);
     let expected = golden_reference("expected.safetensors");
-    let err = runtime::relative_l2(&run_golden(&model), &expected);
+    let err = fastflux::metrics::relative_l2(&run_golden(&model), &expected);
     // The bar for the f32 models compiled from the golden namings.
     assert!(err < 1e-5, "relative L2 error {err:e}");
 }
@@ -266,7 +265,7 @@ fn stored_type_compiles_and_computes(stored: Stored) {
     assert!(report.contains(" of weights (f32)"), "{report}");
 
     let expected = golden_reference("expected.safetensors");
-    let err = runtime::relative_l2(&run_golden(&f32_model), &expected);
+    let err = fastflux::metrics::relative_l2(&run_golden(&f32_model), &expected);
     let eps_w = weight_error(&dequantized);
     eprintln!(
         "{stored:?}: weights {eps_w:e}, output {err:e} ({:.2} x)",
@@ -316,7 +315,7 @@ fn dequantization_is_exact(stored: Stored) {
         data(&from_quantized) == data(&from_f32),
         "{stored:?}: the dequantized weights differ from the test's decoding"
     );
-    let err = runtime::relative_l2(&run_golden(&from_quantized), &run_golden(&from_f32));
+    let err = fastflux::metrics::relative_l2(&run_golden(&from_quantized), &run_golden(&from_f32));
     assert!(err <= 1e-6, "{stored:?}: outputs differ by {err:e}");
 }
 

@@ -4,7 +4,7 @@
 
 mod support;
 
-use fastflux::runtime::relative_l2;
+use fastflux::metrics::relative_l2;
 use std::path::{Path, PathBuf};
 use support::*;
 

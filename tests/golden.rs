@@ -5,8 +5,8 @@
 mod support;
 
 use fastflux::compile::{CompileOptions, prepare};
+use fastflux::metrics::relative_l2;
 use fastflux::onnx::Target;
-use fastflux::runtime::relative_l2;
 use support::*;
 
 /// f32 compute against an f64 reference: 2e-6 is measured; 1e-5 is the bound, and five

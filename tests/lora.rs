@@ -12,7 +12,7 @@ mod lora {
     mod formats;
 }
 
-use fastflux::runtime::relative_l2;
+use fastflux::metrics::relative_l2;
 use support::*;
 
 /// f32 compute against diffusers' reference: the bound.

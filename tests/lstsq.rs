@@ -3,32 +3,15 @@
 
 use faer::prelude::*;
 use faer::{Mat, MatRef, Side};
-use fastflux::fit::lstsq::{DEFAULT_RIDGE, FitError, LinearFit, NormalEquations};
+use fastflux::error::FitError;
+use fastflux::fit::lstsq::{DEFAULT_RIDGE, LinearFit, NormalEquations};
+use fastflux::rng::Rng;
 
-/// SplitMix64: deterministic test data without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform();
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-    fn normals(&mut self, n: usize, scale: f64, offset: f64) -> Vec<f32> {
-        (0..n)
-            .map(|_| (offset + scale * self.normal()) as f32)
-            .collect()
-    }
+/// `n` draws of N(offset, scale²), as the f32 the accumulator sees.
+fn normals(rng: &mut Rng, n: usize, scale: f64, offset: f64) -> Vec<f32> {
+    (0..n)
+        .map(|_| (offset + scale * rng.normal()) as f32)
+        .collect()
 }
 
 /// A planted problem: x (rows × d_x), c (rows × d_c, one vector per sample of `tokens` rows),
@@ -55,10 +38,10 @@ fn planted(
 ) -> Problem {
     let (d_x, d_c, d_out) = shape;
     let rows = samples * tokens;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed, 0);
     // Non-zero feature means make the bias column matter and G less trivially conditioned.
-    let x = rng.normals(rows * d_x, 1.0, 0.3);
-    let per_sample = rng.normals(samples * d_c, 1.0, 0.0);
+    let x = normals(&mut rng, rows * d_x, 1.0, 0.3);
+    let per_sample = normals(&mut rng, samples * d_c, 1.0, 0.0);
     let c: Vec<f32> = (0..rows)
         .flat_map(|row| per_sample[(row / tokens) * d_c..][..d_c].to_vec())
         .collect();

@@ -3,7 +3,9 @@
 mod support;
 
 use fastflux::compile::{CompileOptions, prepare};
-use fastflux::runtime::{read_f32_tensors, relative_l2, staged::StagedRunner};
+use fastflux::metrics::relative_l2;
+use fastflux::runtime::staged::StagedRunner;
+use fastflux::tensor::read_f32_tensors;
 use support::*;
 
 #[test]
@@ -22,4 +24,104 @@ fn staged_run_matches_diffusers() {
     let (_, reference) = golden_io("expected.safetensors");
     let error = relative_l2(&outputs["latent"].data, &reference);
     assert!(error < 1e-5, "staged run: relative L2 error {error:.3e}");
+}
+
+#[test]
+fn the_ort_backend_on_auto_runs_what_the_cpu_runs() {
+    use fastflux::runtime::{ExecutionProvider, OrtBackend, ort::cuda_available};
+    let options = CompileOptions {
+        dtype: Some(fastflux::dtype::DType::F32),
+        ..CompileOptions::new(golden("diffusers"))
+    };
+    let compiled = prepare(&options).unwrap();
+    let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
+    let run = |backend: OrtBackend| {
+        let runner = StagedRunner::with_backend(&compiled.graph, &compiled.ckpt, backend, 2);
+        runner
+            .run(&inputs)
+            .map(|mut out| out.remove("latent").unwrap())
+    };
+    let cpu = run(OrtBackend::cpu(1)).unwrap();
+    let auto = OrtBackend::new(1, ExecutionProvider::Auto).unwrap();
+    if auto.provider() == ExecutionProvider::Cpu {
+        assert_eq!(run(auto).unwrap(), cpu, "Auto without CUDA is the CPU");
+    }
+    if !cuda_available().unwrap() {
+        // Asked for explicitly, a missing CUDA provider is an error, not a silent CPU run.
+        let cuda = OrtBackend::new(1, ExecutionProvider::Cuda).unwrap();
+        let err = run(cuda).unwrap_err().to_string();
+        assert!(
+            err.starts_with("ONNX Runtime: ") && err.contains("CUDA"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn errors_at_the_seam_stay_typed() {
+    use fastflux::Error;
+    use fastflux::error::FitError;
+    use fastflux::fit::brll::BrllOptions;
+    use fastflux::fit::calibrate::{CalibrationOptions, fit_sequentially};
+    use fastflux::inputs::{InputSet, SyntheticSpec};
+    use fastflux::ir::BlockId;
+    let options = CompileOptions {
+        dtype: Some(fastflux::dtype::DType::F32),
+        ..CompileOptions::new(golden("diffusers"))
+    };
+    let compiled = prepare(&options).unwrap();
+
+    // A tensor whose shape does not describe its data: refused before anything runs.
+    let golden_inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
+    let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
+    let mut inputs = golden_inputs.clone();
+    let hidden = inputs
+        .iter_mut()
+        .find(|t| t.name == "hidden_states")
+        .unwrap();
+    hidden.data.pop();
+    let err = runner.run(&inputs).unwrap_err();
+    assert!(matches!(&err, Error::Usage(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("`hidden_states` has shape"),
+        "{err}"
+    );
+
+    // A shape the model cannot take (15 channels, not 16): ONNX Runtime refuses it, typed.
+    let mut inputs = golden_inputs;
+    let hidden = inputs
+        .iter_mut()
+        .find(|t| t.name == "hidden_states")
+        .unwrap();
+    let tokens = hidden.shape[0] * hidden.shape[1];
+    hidden.shape[2] = 15;
+    hidden.data.truncate(tokens * 15);
+    let err = runner.run(&inputs).unwrap_err();
+    assert!(matches!(&err, Error::Runtime(_)), "{err:?}");
+    assert!(err.to_string().starts_with("ONNX Runtime: "), "{err}");
+
+    // A ridge the solver refuses: a fit error, no longer a usage error.
+    let spec = SyntheticSpec {
+        samples: 1,
+        image_tokens: 4,
+        text_tokens: 2,
+        seed: 0,
+    };
+    let set = InputSet::synthetic(&compiled.ckpt.config, &spec).unwrap();
+    let calibration = CalibrationOptions {
+        ridge: -1.0,
+        threads: 1,
+        ..BrllOptions::default().calibration
+    };
+    let chosen = [BlockId::Double(0)].into();
+    let err =
+        fit_sequentially(&compiled.graph, &compiled.ckpt, &set, &chosen, &calibration).unwrap_err();
+    assert!(
+        matches!(&err, Error::Fit(FitError::InvalidRidge(_))),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "fitting a linear replacement failed: ridge must be finite and ≥ 0, got -1"
+    );
 }

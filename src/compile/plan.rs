@@ -2,7 +2,7 @@
 //! types, what LoRA folding would do, the parameters per part and, with BRLL flags, every
 //! block's fit.
 
-use super::{CompileOptions, prepare};
+use super::{CompileOptions, fold_loras, lift_checkpoint};
 use crate::checkpoint::FluxConfig;
 use crate::checkpoint::brll_meta::FIT_KEY;
 use crate::dtype::DType;
@@ -39,7 +39,11 @@ pub struct PlanOutcome {
 
 /// Opens, lifts and folds as `compile` would, and reports instead of writing.
 pub fn plan(options: &CompileOptions) -> Result<PlanOutcome> {
-    let c = prepare(options)?;
+    let mut c = lift_checkpoint(options)?;
+    // BRLL ranks blocks of the base model, as `compile` fits them before LoRA is folded; the
+    // clone is cheap (weights are lazy) and lets bad LoRA files fail before the slow ranking.
+    let base = c.graph.clone();
+    fold_loras(&mut c, options)?;
     let mut stored = BTreeMap::<DType, (usize, usize)>::new();
     for source in c.ckpt.sources().values() {
         let e = stored.entry(source.dtype).or_default();
@@ -47,7 +51,7 @@ pub fn plan(options: &CompileOptions) -> Result<PlanOutcome> {
         e.1 += source.numel();
     }
     let ranking = match &options.brll {
-        Some(brll) => Some(brll_run::rank(&c.ckpt, brll)?),
+        Some(brll) => Some(brll_run::rank(&c.ckpt, &base, brll)?),
         None => None,
     };
     Ok(PlanOutcome {

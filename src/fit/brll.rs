@@ -1,17 +1,18 @@
 //! BRLL end to end: choose the blocks, calibrate and fit them through ONNX Runtime, rewrite the
 //! graph, and verify the pruned model against the original on held-out inputs.
 
-use super::calib::{InputSet, SyntheticSpec, held_out_seed};
-use super::calibrate::{BlockReport, CalibrationOptions, FitKind, fit_sequentially, rank_blocks};
+use super::calibrate::{
+    BlockReport, CalibrationOptions, FitKind, fit_sequentially, rank_blocks, staged_runner,
+};
 use super::select::{lowest_error, parse_replace, prune_count};
 use crate::checkpoint::FluxCheckpoint;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::inputs::{InputSet, SyntheticSpec, held_out_seed};
 use crate::ir::Graph;
-use crate::lift::{LiftOptions, lift};
+use crate::metrics::{cosine, relative_l2};
 use crate::passes::brll::apply_fits;
-use crate::runtime::staged::StagedRunner;
-use crate::runtime::{cosine, relative_l2};
+use crate::passes::retype;
+use crate::runtime::ExecutionProvider;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug)]
@@ -44,9 +45,10 @@ pub struct BrllOutcome {
     pub calibration_samples: usize,
 }
 
-/// The f32 model that calibration runs (ONNX Runtime's CPU kernels compute in f32).
-fn calibration_graph(ckpt: &FluxCheckpoint) -> Result<Graph> {
-    lift(ckpt, LiftOptions { dtype: DType::F32 })
+/// The f32 model that calibration runs (ONNX Runtime's CPU kernels compute in f32): `graph`,
+/// the lifted model, retyped.
+fn calibration_graph(graph: &Graph) -> Result<Graph> {
+    retype::to_f32(graph)
 }
 
 fn calibration_inputs(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<InputSet> {
@@ -56,16 +58,22 @@ fn calibration_inputs(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<In
     }
 }
 
-/// Fits every block on the original activations (the `--plan` ranking table).
-pub fn rank(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<Vec<BlockReport>> {
-    let graph = calibration_graph(ckpt)?;
+/// Fits every block of `graph`, the lifted model before any rewrite (no LoRA folded in), on
+/// the original activations (the `--plan` ranking table).
+pub fn rank(
+    ckpt: &FluxCheckpoint,
+    graph: &Graph,
+    options: &BrllOptions,
+) -> Result<Vec<BlockReport>> {
+    let graph = calibration_graph(graph)?;
     let inputs = calibration_inputs(ckpt, options)?;
     rank_blocks(&graph, ckpt, &inputs, &options.calibration)
 }
 
-/// Chooses, fits and replaces blocks in `graph` (the graph being exported).
+/// Chooses, fits and replaces blocks in `graph`, the lifted model being exported (before any
+/// other rewrite, no LoRA folded in); calibration runs it retyped to f32.
 pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> Result<BrllOutcome> {
-    let calib_graph = calibration_graph(ckpt)?;
+    let calib_graph = calibration_graph(graph)?;
     let inputs = calibration_inputs(ckpt, options)?;
     let (chosen, ranking) = match &options.selection {
         Selection::Replace(spec) => (parse_replace(spec, &ckpt.config)?, None),
@@ -122,7 +130,7 @@ fn compare(
     options: &CalibrationOptions,
 ) -> Result<(f64, f64)> {
     let run = |graph: &Graph| -> Result<Vec<f32>> {
-        let runner = StagedRunner::new(graph, ckpt, options.batch, options.threads);
+        let runner = staged_runner(graph, ckpt, options)?;
         let mut outputs = runner.run(&inputs.tensors)?;
         outputs
             .remove("latent")
@@ -148,6 +156,7 @@ impl Default for BrllOptions {
                 ridge: super::lstsq::DEFAULT_RIDGE,
                 batch: 4,
                 threads: 0,
+                provider: ExecutionProvider::Cpu,
                 show_progress: false,
             },
             verify: false,

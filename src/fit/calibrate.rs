@@ -1,16 +1,18 @@
-//! Calibration: runs the model block by block in ONNX Runtime on calibration inputs, fits each
+//! Calibration: runs the model block by block (by default in ONNX Runtime) on calibration inputs, fits each
 //! block's linear replacement from the block's captured input and output, and — when fitting
 //! for real — carries the replaced blocks' outputs forward, so that every later fit sees the
 //! activations the pruned model will feed it.
 
-use super::calib::InputSet;
 use super::lstsq::NormalEquations;
 use crate::checkpoint::FluxCheckpoint;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::inputs::InputSet;
 use crate::ir::{BlockId, Graph, Op};
+use crate::metrics::cosine;
 use crate::passes::brll::{BlockFit, StreamFit};
-use crate::runtime::NamedTensor;
 use crate::runtime::staged::StagedRunner;
+use crate::runtime::{ExecutionProvider, OrtBackend};
+use crate::tensor::Tensor;
 use faer::{Accum, MatMut, MatRef, Par};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeSet;
@@ -29,9 +31,12 @@ pub struct CalibrationOptions {
     pub kind: FitKind,
     /// Relative ridge of the normal equations (see `lstsq::DEFAULT_RIDGE`).
     pub ridge: f64,
-    /// Samples per ONNX Runtime call.
+    /// Samples per stage run.
     pub batch: usize,
+    /// ONNX Runtime intra-op threads (0 = one per physical core).
     pub threads: usize,
+    /// Where ONNX Runtime runs the stages.
+    pub provider: ExecutionProvider,
     pub show_progress: bool,
 }
 
@@ -79,7 +84,7 @@ fn calibrate(
     fit_blocks: &BTreeSet<BlockId>,
     carry_forward: bool,
 ) -> Result<Vec<BlockReport>> {
-    let runner = StagedRunner::new(graph, ckpt, options.batch, options.threads);
+    let runner = staged_runner(graph, ckpt, options)?;
     let bar = if options.show_progress {
         ProgressBar::new(runner.chunks(inputs.samples))
     } else {
@@ -147,6 +152,21 @@ fn calibrate(
     Ok(reports)
 }
 
+/// The runner calibration and verification use: ONNX Runtime as `options` configure it.
+pub(crate) fn staged_runner<'a>(
+    graph: &'a Graph,
+    ckpt: &'a FluxCheckpoint,
+    options: &CalibrationOptions,
+) -> Result<StagedRunner<'a>> {
+    let backend = OrtBackend::new(options.threads, options.provider)?;
+    Ok(StagedRunner::with_backend(
+        graph,
+        ckpt,
+        backend,
+        options.batch,
+    ))
+}
+
 struct StreamStats {
     fit: super::lstsq::LinearFit,
     residual: f64,
@@ -156,9 +176,9 @@ struct StreamStats {
 
 /// Accumulates one stream's normal equations sample by sample and solves them.
 fn fit_stream(
-    x: &NamedTensor,
-    y: &NamedTensor,
-    cond: &NamedTensor,
+    x: &Tensor,
+    y: &Tensor,
+    cond: &Tensor,
     options: &CalibrationOptions,
 ) -> Result<StreamStats> {
     let (samples, width) = (x.shape[0], x.shape[x.shape.len() - 1]);
@@ -184,9 +204,7 @@ fn fit_stream(
         let c = &cond.data[s * cond.shape[1]..s * cond.shape[1] + cond_width];
         equations.accumulate_with_shared_condition(xs, c, &r, rows);
     }
-    let fit = equations
-        .solve(options.ridge)
-        .map_err(|e| Error::Usage(format!("fitting a linear replacement failed: {e}")))?;
+    let fit = equations.solve(options.ridge)?;
     Ok(StreamStats {
         fit,
         residual,
@@ -195,24 +213,9 @@ fn fit_stream(
     })
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&a, &b) in a.iter().zip(b) {
-        let (a, b) = (f64::from(a), f64::from(b));
-        ab += a * b;
-        aa += a * a;
-        bb += b * b;
-    }
-    if aa == 0.0 || bb == 0.0 {
-        0.0
-    } else {
-        ab / (aa * bb).sqrt()
-    }
-}
-
 /// The fitted node's output `x + x Wᵀ + b (+ c Uᵀ)` for every sample, as ONNX Runtime would
 /// compute it after the rewrite.
-pub fn predict(x: &NamedTensor, cond: &NamedTensor, fit: &StreamFit) -> Vec<f32> {
+pub fn predict(x: &Tensor, cond: &Tensor, fit: &StreamFit) -> Vec<f32> {
     let (samples, width) = (x.shape[0], x.shape[x.shape.len() - 1]);
     let rows = x.data.len() / width;
     let mut out = x.data.clone();

@@ -8,6 +8,8 @@ use faer::linalg::solvers::{Llt, LltError};
 use faer::prelude::*;
 use faer::{Accum, Side};
 
+use crate::error::FitError;
+
 /// The default relative ridge. λ = `DEFAULT_RIDGE` · mean(diag(G)) over the x and c entries, so
 /// the penalty scales with the data: multiplying the activations by any factor, or feeding more
 /// rows, leaves the fitted map unchanged (scale-invariant). It moves a well-posed fit by at most
@@ -22,31 +24,6 @@ pub const DEFAULT_RIDGE: f64 = 1e-6;
 /// Rows converted to f64 and multiplied at a time: large enough that each rank-k update of G is
 /// compute-bound (k = 512), small enough that the scratch stays ~25 MB at d = 3072.
 const BLOCK_ROWS: usize = 512;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FitError {
-    #[error(
-        "no calibration rows were accumulated: run at least one calibration sample through the block before fitting"
-    )]
-    NoRows,
-    #[error("ridge must be finite and ≥ 0, got {0}")]
-    InvalidRidge(f64),
-    #[error(
-        "the accumulated statistics contain NaN or infinity: the block's captured activations are not finite ({rows} rows)"
-    )]
-    NonFinite { rows: usize },
-    #[error(
-        "the normal equations are not positive definite (Cholesky failed at pivot {pivot} of {order}) \
-         with relative ridge {ridge:e} over {rows} rows for {features} features: raise `--ridge` or add calibration samples"
-    )]
-    NotPositiveDefinite {
-        pivot: usize,
-        order: usize,
-        ridge: f64,
-        rows: usize,
-        features: usize,
-    },
-}
 
 /// Streaming normal equations of `r ≈ Θᵀ z`, `z = [x; c; 1]` (x: the block input, `d_x` wide;
 /// c: optional conditioning features, `d_c` wide, 0 for the plain fit; r = y − x, `d_out` wide).

@@ -1,8 +1,8 @@
-//! Calibration and fitting for BRLL: calibration inputs, block-by-block capture through ONNX
-//! Runtime, streaming least squares, block selection, and the end-to-end driver.
+//! Calibration and fitting for BRLL: block-by-block capture through the staged runner,
+//! streaming least squares, block selection, and the end-to-end driver. The calibration inputs
+//! themselves live in `crate::inputs`.
 
 pub mod brll;
-pub mod calib;
 pub mod calibrate;
 pub mod lstsq;
 pub mod select;

@@ -3,8 +3,9 @@
 
 use super::{Lifter, Pe};
 use crate::dtype::DType;
-use crate::error::Result;
-use crate::ir::{Dim, Op, TensorType, Value};
+use crate::error::{Error, Result};
+use crate::inputs::model_inputs;
+use crate::ir::{Op, TensorType, Value};
 
 /// FLUX feeds sigmas in [0, 1] and multiplies them by this before the sinusoidal embedding.
 const TIME_FACTOR: f32 = 1000.0;
@@ -19,12 +20,16 @@ pub(crate) struct Inputs {
     pub guidance: Option<Value>,
 }
 
-/// The ONNX contract's inputs (DESIGN §3), all float32.
+/// The ONNX contract's inputs (DESIGN §3, `crate::inputs::contract`), all float32.
 pub(crate) fn lift_inputs(l: &mut Lifter) -> Result<Inputs> {
-    let cfg = l.ckpt.config.clone();
-    let (b, n, t) = (Dim::sym("B"), Dim::sym("N"), Dim::sym("L"));
-    let axes = Dim::Known(cfg.axes_dim.len());
-    let mut input = |name: &str, shape: Vec<Dim>| {
+    let contract = model_inputs(&l.ckpt.config);
+    let guided = l.ckpt.config.guidance;
+    let mut input = |name: &str| {
+        let shape = contract
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| Error::Internal(format!("`{name}` is not a model input")))?
+            .ir_shape();
         let ty = TensorType::new(DType::F32, shape);
         l.op(
             Op::Input {
@@ -35,21 +40,17 @@ pub(crate) fn lift_inputs(l: &mut Lifter) -> Result<Inputs> {
             &[],
         )
     };
+    // Added in this order (guidance last) so that node order, and the exported graph, stay as
+    // they were before the contract existed.
     let inputs = Inputs {
-        hidden_states: input(
-            "hidden_states",
-            vec![b.clone(), n.clone(), cfg.in_channels.into()],
-        )?,
-        encoder_hidden_states: input(
-            "encoder_hidden_states",
-            vec![b.clone(), t.clone(), cfg.context_dim.into()],
-        )?,
-        pooled_projections: input("pooled_projections", vec![b.clone(), cfg.pooled_dim.into()])?,
-        timestep: input("timestep", vec![b.clone()])?,
-        img_ids: input("img_ids", vec![n, axes.clone()])?,
-        txt_ids: input("txt_ids", vec![t, axes])?,
-        guidance: if cfg.guidance {
-            Some(input("guidance", vec![b])?)
+        hidden_states: input("hidden_states")?,
+        encoder_hidden_states: input("encoder_hidden_states")?,
+        pooled_projections: input("pooled_projections")?,
+        timestep: input("timestep")?,
+        img_ids: input("img_ids")?,
+        txt_ids: input("txt_ids")?,
+        guidance: if guided {
+            Some(input("guidance")?)
         } else {
             None
         },

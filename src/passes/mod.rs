@@ -5,5 +5,6 @@
 pub mod brll;
 pub mod lora;
 mod patch;
+pub mod retype;
 
 pub use patch::{Patch, PatchValue, apply, insert};

@@ -1,19 +1,20 @@
-//! Running a graph stage by stage in ONNX Runtime: the prologue (embedders), each transformer
-//! block, and what lies between and after. Each stage is extracted from the IR and loaded as a
-//! model of its own with its weights embedded, so memory holds one block's weights plus the
-//! activations that are still needed. Calibration reads and rewrites activations between stages.
+//! Running a graph stage by stage through a [`Backend`]: the prologue (embedders), each
+//! transformer block, and what lies between and after. Each stage is extracted from the IR and
+//! loaded by the backend on its own, so memory holds one block's weights plus the activations
+//! that are still needed. Calibration reads and rewrites activations between stages.
 
-use super::{LoadedModel, NamedTensor};
+use super::backend::{Backend, StageExecutable};
+use super::ort::OrtBackend;
 use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
 use crate::ir::{BlockId, Dim, Graph, Op, Value};
-use crate::onnx::{self, Target};
+use crate::tensor::Tensor;
 use indicatif::ProgressBar;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{BTreeMap, HashMap};
 
 /// Activations by value, every sample stacked on the batch axis.
-pub type Env = HashMap<Value, NamedTensor>;
+pub type Env = HashMap<Value, Tensor>;
 
 #[derive(Clone, Debug)]
 pub struct Stage {
@@ -24,20 +25,32 @@ pub struct Stage {
     pub outputs: Vec<Value>,
 }
 
-pub struct StagedRunner<'a> {
+pub struct StagedRunner<'a, B: Backend = OrtBackend> {
     graph: &'a Graph,
     ckpt: &'a FluxCheckpoint,
+    backend: B,
     stages: Vec<Stage>,
     /// The last stage that reads each value.
     last_use: HashMap<Value, usize>,
-    /// Samples per ONNX Runtime call: attention needs (tokens² · heads) floats per sample.
+    /// Samples per stage run: attention needs (tokens² · heads) floats per sample.
     batch: usize,
-    threads: usize,
     progress: ProgressBar,
 }
 
 impl<'a> StagedRunner<'a> {
+    /// Runs on ONNX Runtime's CPU kernels with `threads` intra-op threads.
     pub fn new(graph: &'a Graph, ckpt: &'a FluxCheckpoint, batch: usize, threads: usize) -> Self {
+        Self::with_backend(graph, ckpt, OrtBackend::cpu(threads), batch)
+    }
+}
+
+impl<'a, B: Backend> StagedRunner<'a, B> {
+    pub fn with_backend(
+        graph: &'a Graph,
+        ckpt: &'a FluxCheckpoint,
+        backend: B,
+        batch: usize,
+    ) -> Self {
         let stages = plan_stages(graph);
         let mut last_use = HashMap::new();
         for (k, stage) in stages.iter().enumerate() {
@@ -48,10 +61,10 @@ impl<'a> StagedRunner<'a> {
         Self {
             graph,
             ckpt,
+            backend,
             stages,
             last_use,
             batch: batch.max(1),
-            threads,
             progress: ProgressBar::hidden(),
         }
     }
@@ -61,19 +74,36 @@ impl<'a> StagedRunner<'a> {
         self
     }
 
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     pub fn stages(&self) -> &[Stage] {
         &self.stages
     }
 
     /// The graph's inputs, taken by name from `inputs`.
-    pub fn load_inputs(&self, inputs: &[NamedTensor]) -> Result<Env> {
+    /// Checked here, not left to the backend: the runner slices inputs into chunks of samples
+    /// itself, and a tensor whose shape does not describe its data would make it panic.
+    pub fn load_inputs(&self, inputs: &[Tensor]) -> Result<Env> {
         let mut env = Env::new();
         for n in self.graph.graph.node_indices() {
-            if let Op::Input { name, .. } = &self.graph.node(n).op {
+            if let Op::Input { name, ty } = &self.graph.node(n).op {
                 let tensor = inputs
                     .iter()
                     .find(|t| &t.name == name)
                     .ok_or_else(|| Error::Usage(format!("the inputs lack `{name}`")))?;
+                let (shape, len) = (&tensor.shape, tensor.data.len());
+                if shape.len() != ty.rank() {
+                    return Err(Error::Usage(format!(
+                        "input `{name}` has shape {shape:?}, but the graph takes {ty}"
+                    )));
+                }
+                if shape.iter().product::<usize>() != len {
+                    return Err(Error::Usage(format!(
+                        "input `{name}` has shape {shape:?} but {len} values"
+                    )));
+                }
                 env.insert(Value { node: n, port: 0 }, tensor.clone());
             }
         }
@@ -81,7 +111,7 @@ impl<'a> StagedRunner<'a> {
     }
 
     /// Runs every stage; returns the graph's outputs by name.
-    pub fn run(&self, inputs: &[NamedTensor]) -> Result<BTreeMap<String, NamedTensor>> {
+    pub fn run(&self, inputs: &[Tensor]) -> Result<BTreeMap<String, Tensor>> {
         let mut env = self.load_inputs(inputs)?;
         for k in 0..self.stages.len() {
             self.run_stage(k, &mut env)?;
@@ -103,15 +133,12 @@ impl<'a> StagedRunner<'a> {
     pub fn run_stage(&self, k: usize, env: &mut Env) -> Result<()> {
         let stage = &self.stages[k];
         let (piece, external) = self.graph.extract(&stage.nodes, &stage.outputs)?;
-        let bytes = onnx::to_embedded_bytes(&piece, self.ckpt, Target::Cuda)?;
-        let mut model = LoadedModel::from_bytes(&bytes, self.threads)
-            .map_err(|e| Error::Runtime(e.to_string()))?;
-        drop(bytes);
+        let mut model = self.backend.load(&piece, self.ckpt)?;
         let samples = self.samples(env, &external)?;
-        let mut results: Vec<NamedTensor> = Vec::new();
+        let mut results: Vec<Tensor> = Vec::new();
         for start in (0..samples).step_by(self.batch) {
             let end = (start + self.batch).min(samples);
-            let inputs: Vec<NamedTensor> = external
+            let inputs: Vec<Tensor> = external
                 .iter()
                 .map(|&v| {
                     let t = &env[&v];
@@ -122,9 +149,7 @@ impl<'a> StagedRunner<'a> {
                     }
                 })
                 .collect();
-            let outputs = model
-                .run(&inputs)
-                .map_err(|e| Error::Runtime(e.to_string()))?;
+            let outputs = model.run(&inputs)?;
             if results.is_empty() {
                 results = outputs;
             } else {
@@ -174,11 +199,11 @@ impl<'a> StagedRunner<'a> {
     }
 }
 
-fn slice_batch(t: &NamedTensor, start: usize, end: usize) -> NamedTensor {
+fn slice_batch(t: &Tensor, start: usize, end: usize) -> Tensor {
     let row: usize = t.shape[1..].iter().product();
     let mut shape = t.shape.clone();
     shape[0] = end - start;
-    NamedTensor {
+    Tensor {
         name: t.name.clone(),
         shape,
         data: t.data[start * row..end * row].to_vec(),

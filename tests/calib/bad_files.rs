@@ -3,15 +3,15 @@
 
 use crate::{load_err, tiny_dev, toy, write};
 use fastflux::checkpoint::FluxConfig;
-use fastflux::fit::calib::{InputSet, SyntheticSpec};
-use fastflux::runtime::NamedTensor;
+use fastflux::inputs::{InputSet, SyntheticSpec};
+use fastflux::tensor::Tensor;
 use std::path::PathBuf;
 
 /// A small valid set for `config` (2 samples, 6 image and 3 text tokens), edited by `edit`,
 /// written to a fresh file; returns the file (and the dir keeping it alive).
 fn bad_file(
     config: &FluxConfig,
-    edit: impl FnOnce(&mut Vec<NamedTensor>),
+    edit: impl FnOnce(&mut Vec<Tensor>),
 ) -> (tempfile::TempDir, PathBuf) {
     let spec = SyntheticSpec {
         samples: 2,
@@ -27,7 +27,7 @@ fn bad_file(
     (dir, path)
 }
 
-fn tensor<'a>(tensors: &'a mut [NamedTensor], name: &str) -> &'a mut NamedTensor {
+fn tensor<'a>(tensors: &'a mut [Tensor], name: &str) -> &'a mut Tensor {
     tensors.iter_mut().find(|t| t.name == name).unwrap()
 }
 
@@ -41,7 +41,7 @@ fn round_trip_and_extra_tensors_ignored() {
             text_tokens: 3,
             tensors: tensors.clone(),
         });
-        tensors.push(NamedTensor {
+        tensors.push(Tensor {
             name: "labels".into(),
             shape: vec![5],
             data: vec![1.0; 5],

@@ -2,7 +2,7 @@
 //! documented distributions; and slicing a set into batches.
 
 use crate::{ORDER, ORDER_GUIDED, names, shape, tiny_dev, toy, write};
-use fastflux::fit::calib::{InputSet, SYNTHETIC_TEXT_STD, SyntheticSpec, held_out_seed};
+use fastflux::inputs::{InputSet, SYNTHETIC_TEXT_STD, SyntheticSpec, held_out_seed};
 
 #[test]
 fn synthetic_is_deterministic_and_seeded() {

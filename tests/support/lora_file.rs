@@ -2,13 +2,13 @@
 //! metadata, read into a map to change, and written back out.
 
 use super::paths::golden;
-use fastflux::runtime::{self, NamedTensor};
+use fastflux::tensor::{self, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 /// A LoRA file's tensors and header metadata, to edit.
 pub struct Lora {
-    pub tensors: BTreeMap<String, NamedTensor>,
+    pub tensors: BTreeMap<String, Tensor>,
     pub metadata: Option<HashMap<String, String>>,
 }
 
@@ -26,7 +26,7 @@ impl Lora {
         let path = golden(file);
         let bytes = std::fs::read(&path).unwrap();
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let tensors = runtime::read_f32_tensors(&path).unwrap();
+        let tensors = tensor::read_f32_tensors(&path).unwrap();
         Self {
             tensors: tensors.into_iter().map(|t| (t.name.clone(), t)).collect(),
             metadata: header.metadata().clone(),
@@ -36,16 +36,16 @@ impl Lora {
     pub fn insert(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) {
         let name = name.to_owned();
         self.tensors
-            .insert(name.clone(), NamedTensor { name, shape, data });
+            .insert(name.clone(), Tensor { name, shape, data });
     }
 
-    pub fn take(&mut self, name: &str) -> NamedTensor {
+    pub fn take(&mut self, name: &str) -> Tensor {
         self.tensors
             .remove(name)
             .unwrap_or_else(|| panic!("no `{name}`"))
     }
 
-    pub fn get_mut(&mut self, name: &str) -> &mut NamedTensor {
+    pub fn get_mut(&mut self, name: &str) -> &mut Tensor {
         self.tensors.get_mut(name).unwrap()
     }
 

@@ -2,7 +2,8 @@
 //! compare its output with.
 
 use super::paths::golden;
-use fastflux::runtime::{self, NamedTensor};
+use fastflux::runtime;
+use fastflux::tensor::{self, Tensor};
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
@@ -30,14 +31,14 @@ pub fn golden_reference(file: &str) -> Vec<f64> {
 }
 
 /// The golden inputs, and the reference output in `expected_file`.
-pub fn golden_io(expected_file: &str) -> (Vec<NamedTensor>, Vec<f64>) {
-    let inputs = runtime::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
+pub fn golden_io(expected_file: &str) -> (Vec<Tensor>, Vec<f64>) {
+    let inputs = tensor::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
     (inputs, golden_reference(expected_file))
 }
 
 /// Runs a compiled model on the golden inputs; returns `latent`.
 pub fn run_golden(model: &Path) -> Vec<f32> {
-    let inputs = runtime::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
+    let inputs = tensor::read_f32_tensors(&golden("inputs.safetensors")).expect("golden inputs");
     let outputs = runtime::run_model_file(model, &inputs, 2).expect("model runs in ONNX Runtime");
     outputs
         .into_iter()

@@ -1,0 +1,78 @@
+//! ONNX Runtime as a [`Backend`]: a stage is lowered to an ONNX model with its weights embedded
+//! and loaded as a session on the chosen execution provider.
+
+use super::provider::ExecutionProvider;
+use super::session::LoadedModel;
+use crate::checkpoint::FluxCheckpoint;
+use crate::error::Result;
+use crate::ir::Graph;
+use crate::onnx::{self, Target};
+use crate::runtime::backend::{Backend, StageExecutable};
+use crate::tensor::Tensor;
+
+/// How stages are lowered for ONNX Runtime. Both its CPU and its CUDA provider have the contrib
+/// kernels `Target::Cuda` uses (FusedMatMul with a transposed weight), so either provider runs
+/// the same lowering; calibration then computes what it always has, and the fitted matrices,
+/// hence the compiled model, stay bit-identical.
+const LOWERING: Target = Target::Cuda;
+
+/// ONNX Runtime on this host.
+#[derive(Clone, Debug)]
+pub struct OrtBackend {
+    threads: usize,
+    /// Resolved: `Cpu` or `Cuda`, never `Auto`.
+    provider: ExecutionProvider,
+}
+
+impl OrtBackend {
+    /// ONNX Runtime's CPU kernels with `threads` intra-op threads (0 = one per physical core).
+    pub fn cpu(threads: usize) -> Self {
+        Self {
+            threads,
+            provider: ExecutionProvider::Cpu,
+        }
+    }
+
+    /// On the given execution provider; `Auto` is resolved now (this loads ONNX Runtime).
+    pub fn new(threads: usize, provider: ExecutionProvider) -> Result<Self> {
+        Ok(Self {
+            threads,
+            provider: provider.resolve()?,
+        })
+    }
+
+    pub fn provider(&self) -> ExecutionProvider {
+        self.provider
+    }
+}
+
+impl Backend for OrtBackend {
+    type Stage = LoadedModel;
+
+    fn load(&self, piece: &Graph, weights: &FluxCheckpoint) -> Result<LoadedModel> {
+        let bytes = onnx::to_embedded_bytes(piece, weights, LOWERING)?;
+        Ok(LoadedModel::from_bytes_on(
+            &bytes,
+            self.threads,
+            self.provider,
+        )?)
+    }
+
+    fn describe(&self) -> String {
+        let threads = match self.threads {
+            0 => "one thread per core".to_string(),
+            n => format!("{n} threads"),
+        };
+        format!(
+            "ONNX Runtime ({}), {} execution provider, {threads}",
+            super::ORT_LIB_NAME,
+            self.provider
+        )
+    }
+}
+
+impl StageExecutable for LoadedModel {
+    fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        Ok(LoadedModel::run(self, inputs)?)
+    }
+}
