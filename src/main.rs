@@ -6,6 +6,7 @@ use fastflux::compile::{self, CompileOptions};
 use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
+use fastflux::fit::select::SelectRule;
 use fastflux::onnx::Target;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,9 +43,14 @@ struct Cli {
     /// (BFL indices, e.g. double.4,single.10-13).
     #[arg(long, value_name = "LIST", conflicts_with = "prune")]
     replace: Option<String>,
-    /// BRLL: replace this share of all blocks, those whose linear fit is best (e.g. 0.2).
+    /// BRLL: replace this share of all blocks, those --select ranks best (e.g. 0.2).
     #[arg(long, value_name = "FRACTION")]
     prune: Option<f64>,
+    /// How --prune ranks blocks: by the error replacing each block alone causes in the model's
+    /// output on the calibration inputs (costs K(K-1)/2 extra block runs for K blocks), or by
+    /// the local fit error (its worst stream's for a double block; no extra runs).
+    #[arg(long, value_enum, default_value_t = SelectArg::Output)]
+    select: SelectArg,
     /// Calibration inputs: a safetensors file with the model's ONNX inputs, samples stacked on
     /// the batch axis [default: synthetic inputs, see --calib-samples].
     #[arg(long, value_name = "FILE")]
@@ -111,6 +117,14 @@ enum FitArg {
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
+enum SelectArg {
+    /// The output error of replacing each block alone.
+    Output,
+    /// The local fit error.
+    Local,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
 enum TargetArg {
     /// ONNX Runtime, CUDA execution provider (uses ONNX Runtime's contrib ops).
     Cuda,
@@ -128,6 +142,10 @@ fn brll_options(cli: &Cli) -> Option<BrllOptions> {
     };
     let mut options = BrllOptions {
         selection,
+        rule: match cli.select {
+            SelectArg::Output => SelectRule::Output,
+            SelectArg::Local => SelectRule::Local,
+        },
         calib: cli.calib.clone(),
         verify: cli.verify,
         verify_inputs: cli.verify_inputs.clone(),

@@ -4,7 +4,8 @@
 
 use crate::checkpoint::brll_meta::BRLL_KEY;
 use crate::compile::{BrllSummary, CompileOutcome, PlanOutcome};
-use crate::fit::calibrate::BlockReport;
+use crate::fit::brll::Ranking;
+use crate::fit::select::{SelectRule, ranked};
 use std::fmt::{self, Display, Formatter, Write as _};
 
 impl Display for CompileOutcome {
@@ -66,6 +67,10 @@ impl Display for BrllSummary {
             outcome.replaced.len(),
             outcome.calibration_samples
         )?;
+        if let Some(ranking) = &outcome.ranking {
+            writeln!(f, "  chosen by          {}", ranking.rule.describe())?;
+            writeln!(f, "  ranking cost       {}", ranking_cost(ranking))?;
+        }
         for b in &outcome.replaced {
             let streams: Vec<String> = b
                 .fit
@@ -160,35 +165,68 @@ impl Display for PlanOutcome {
     }
 }
 
-/// The ranking table of `--plan` with BRLL flags: every block's fit on the original activations.
-fn ranking_table(reports: &[BlockReport]) -> String {
+/// The ranking table of `--plan` with BRLL flags: every block's fit on the original
+/// activations, per stream, and its output effect, in the order `ranking.rule` ranks them.
+fn ranking_table(ranking: &Ranking) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "BRLL ranking (every block fitted on the original model's activations):"
+        "BRLL ranking (every block fitted on the original model's activations), by {}:",
+        ranking.rule.describe()
     );
     let _ = writeln!(
         r,
-        "  {:<18} {:>10} {:>12} {:>16}",
-        "block", "fit error", "cos(in,out)", "params saved"
+        "  {:<18} {:>10} {:>9} {:>9} {:>13} {:>12} {:>14}",
+        "block", "fit error", "img", "txt", "output effect", "cos(in,out)", "params saved"
     );
-    let mut sorted: Vec<_> = reports.iter().collect();
-    sorted.sort_by(|a, b| {
-        a.fit_error
-            .total_cmp(&b.fit_error)
-            .then(a.block.cmp(&b.block))
-    });
+    // Without the output effect (`--select local`) the rule is always computable.
+    let sorted = ranked(&ranking.reports, ranking.rule).unwrap_or_default();
     for b in sorted {
+        let stream = |name: &str| {
+            b.fit
+                .streams
+                .iter()
+                .find(|s| s.stream == name)
+                .map_or("-".to_owned(), |s| format!("{:.4}", s.relative_error))
+        };
+        let effect = b
+            .output_effect
+            .map_or("-".to_owned(), |e| format!("{e:.4}"));
         let _ = writeln!(
             r,
-            "  {:<18} {:>10.4} {:>12.4} {:>16}",
+            "  {:<18} {:>10.4} {:>9} {:>9} {:>13} {:>12.4} {:>14}",
             b.block.to_string(),
             b.fit_error,
+            stream("img"),
+            stream("txt"),
+            effect,
             b.cosine,
             human(b.params_saved as f64)
         );
     }
+    let _ = writeln!(
+        r,
+        "  fit error: pooled over a double block's streams (img, txt: each stream's own); output \
+effect: relative L2 error of the model's output when the block alone is replaced"
+    );
+    let _ = writeln!(r, "  ranking cost: {}", ranking_cost(ranking));
     r
+}
+
+/// What ranking cost, in block runs over the calibration set and seconds.
+fn ranking_cost(ranking: &Ranking) -> String {
+    let base = format!(
+        "{:.1} s; {} block runs",
+        ranking.seconds, ranking.block_runs
+    );
+    match ranking.rule {
+        SelectRule::Output => format!(
+            "{base} + {} for the output effect (each block's variant runs the blocks after it) \
+and {} extra final-layer runs",
+            ranking.extra_block_runs, ranking.extra_other_runs
+        ),
+        SelectRule::Local => format!("{base} (output effect not measured: --select local)"),
+    }
 }
 
 pub fn human(n: f64) -> String {

@@ -172,22 +172,23 @@ fn a_block_with_zero_gates_fits_to_zero() {
 }
 
 #[test]
-fn prune_replaces_the_lowest_error_blocks() {
+fn prune_select_local_replaces_the_lowest_error_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt_path = zero_gated_checkpoint(dir.path(), 3);
     let ckpt = FluxCheckpoint::open(&ckpt_path, Some(vec![4, 6, 6])).unwrap();
     let graph = lift(&ckpt, LiftOptions { dtype: DType::F32 }).unwrap();
-    let ranking = rank_blocks(&graph, &ckpt, &inputs(&ckpt), &calibration(1e-6)).unwrap();
+    let ranking = rank_blocks(&graph, &ckpt, &inputs(&ckpt), &calibration(1e-6), false).unwrap();
     assert_eq!(ranking.len(), 6);
+    assert!(ranking.iter().all(|r| r.output_effect.is_none()));
     let mut by_error = ranking.clone();
-    by_error.sort_by(|a, b| a.fit_error.total_cmp(&b.fit_error));
+    by_error.sort_by(|a, b| a.worst_stream_error().total_cmp(&b.worst_stream_error()));
     assert_eq!(
         by_error[0].block,
         BlockId::Single(3),
         "the zero-gated block fits best"
     );
 
-    // 0.34 of 6 blocks rounds to 2: the two lowest-error blocks of the ranking.
+    // 0.34 of 6 blocks rounds to 2: the two lowest-error blocks of the ranking (worst stream).
     let out = dir.path().join("pruned.onnx");
     let report = compile_ok(
         &[
@@ -200,6 +201,8 @@ fn prune_replaces_the_lowest_error_blocks() {
             "f32",
             "--prune",
             "0.34",
+            "--select",
+            "local",
             "-q",
         ]
         .iter()

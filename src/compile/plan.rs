@@ -8,7 +8,6 @@ use crate::checkpoint::brll_meta::FIT_KEY;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::fit::brll as brll_run;
-use crate::fit::calibrate::BlockReport;
 use crate::ir::{BlockId, Graph, Op};
 use crate::passes::lora::LoraReport;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +33,7 @@ pub struct PlanOutcome {
     pub lora: Option<LoraReport>,
     pub parameters_by_part: Vec<(String, usize)>,
     /// With BRLL flags: every block fitted on the original model's activations.
-    pub ranking: Option<Vec<BlockReport>>,
+    pub ranking: Option<brll_run::Ranking>,
 }
 
 /// Opens, lifts and folds as `compile` would, and reports instead of writing.

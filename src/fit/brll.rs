@@ -4,7 +4,8 @@
 use super::calibrate::{
     BlockReport, CalibrationOptions, FitKind, fit_sequentially, rank_blocks, staged_runner,
 };
-use super::select::{lowest_error, parse_replace, prune_count};
+use super::effect;
+use super::select::{SelectRule, choose, parse_replace, prune_count};
 use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
 use crate::inputs::{InputSet, SyntheticSpec, held_out_seed};
@@ -19,13 +20,15 @@ use std::path::PathBuf;
 pub enum Selection {
     /// `--replace double.4,single.10-13`
     Replace(String),
-    /// `--prune FRACTION`: that share of all blocks, those with the lowest fit error.
+    /// `--prune FRACTION`: that share of all blocks, those `SelectRule` ranks best.
     Prune(f64),
 }
 
 #[derive(Clone, Debug)]
 pub struct BrllOptions {
     pub selection: Selection,
+    /// `--select`: how `--prune` ranks the blocks.
+    pub rule: SelectRule,
     /// `--calib FILE`; synthetic inputs of `synthetic`'s sizes otherwise.
     pub calib: Option<PathBuf>,
     pub synthetic: SyntheticSpec,
@@ -37,12 +40,25 @@ pub struct BrllOptions {
 
 pub struct BrllOutcome {
     /// Every block's fit on the original activations (only when `--prune` ranked them).
-    pub ranking: Option<Vec<BlockReport>>,
+    pub ranking: Option<Ranking>,
     /// The replaced blocks, fitted sequentially.
     pub replaced: Vec<BlockReport>,
     /// (relative L2 error, cosine similarity) of the pruned model's output to the original's.
     pub verification: Option<(f64, f64)>,
     pub calibration_samples: usize,
+}
+
+/// Every block's fit on the original model's activations, and what ranking them cost.
+pub struct Ranking {
+    pub reports: Vec<BlockReport>,
+    pub rule: SelectRule,
+    /// Block runs over the calibration set: the ranking pass's own (one per block), and the
+    /// extra ones measuring the output effect took (0 with `--select local`).
+    pub block_runs: usize,
+    pub extra_block_runs: usize,
+    /// Runs of the final layer (the stages around the blocks) the effect added.
+    pub extra_other_runs: usize,
+    pub seconds: f64,
 }
 
 /// The f32 model that calibration runs (ONNX Runtime's CPU kernels compute in f32): `graph`,
@@ -59,15 +75,37 @@ fn calibration_inputs(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<In
 }
 
 /// Fits every block of `graph`, the lifted model before any rewrite (no LoRA folded in), on
-/// the original activations (the `--plan` ranking table).
-pub fn rank(
-    ckpt: &FluxCheckpoint,
-    graph: &Graph,
-    options: &BrllOptions,
-) -> Result<Vec<BlockReport>> {
+/// the original activations, and measures their output effect unless `--select local` (the
+/// `--plan` ranking table).
+pub fn rank(ckpt: &FluxCheckpoint, graph: &Graph, options: &BrllOptions) -> Result<Ranking> {
     let graph = calibration_graph(graph)?;
     let inputs = calibration_inputs(ckpt, options)?;
-    rank_blocks(&graph, ckpt, &inputs, &options.calibration)
+    rank_calibrated(ckpt, &graph, &inputs, options)
+}
+
+fn rank_calibrated(
+    ckpt: &FluxCheckpoint,
+    graph: &Graph,
+    inputs: &InputSet,
+    options: &BrllOptions,
+) -> Result<Ranking> {
+    let start = std::time::Instant::now();
+    let measure = options.rule == SelectRule::Output;
+    let reports = rank_blocks(graph, ckpt, inputs, &options.calibration, measure)?;
+    let blocks: Vec<_> = graph.blocks().into_iter().collect();
+    let (extra_block_runs, extra_other_runs) = if measure {
+        effect::extra_runs(&crate::runtime::staged::plan_stages(graph), &blocks)
+    } else {
+        (0, 0)
+    };
+    Ok(Ranking {
+        reports,
+        rule: options.rule,
+        block_runs: blocks.len(),
+        extra_block_runs,
+        extra_other_runs,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Chooses, fits and replaces blocks in `graph`, the lifted model being exported (before any
@@ -79,8 +117,11 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
         Selection::Replace(spec) => (parse_replace(spec, &ckpt.config)?, None),
         Selection::Prune(fraction) => {
             let count = prune_count(*fraction, calib_graph.blocks().len())?;
-            let ranking = rank_blocks(&calib_graph, ckpt, &inputs, &options.calibration)?;
-            (lowest_error(&ranking, count), Some(ranking))
+            let ranking = rank_calibrated(ckpt, &calib_graph, &inputs, options)?;
+            (
+                choose(&ranking.reports, count, options.rule)?,
+                Some(ranking),
+            )
         }
     };
     let replaced = if chosen.is_empty() {
@@ -149,6 +190,7 @@ impl Default for BrllOptions {
     fn default() -> Self {
         Self {
             selection: Selection::Prune(0.0),
+            rule: SelectRule::default(),
             calib: None,
             synthetic: SyntheticSpec::default(),
             calibration: CalibrationOptions {

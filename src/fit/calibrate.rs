@@ -3,9 +3,10 @@
 //! for real — carries the replaced blocks' outputs forward, so that every later fit sees the
 //! activations the pruned model will feed it.
 
+use super::effect::{self, Variants, first_samples};
 use super::lstsq::NormalEquations;
 use crate::checkpoint::FluxCheckpoint;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::inputs::InputSet;
 use crate::ir::{BlockId, Graph, Op};
 use crate::metrics::cosine;
@@ -50,18 +51,40 @@ pub struct BlockReport {
     pub cosine: f64,
     /// Parameters of the branch minus those of the fitted nodes.
     pub params_saved: i64,
+    /// Relative L2 error of the model's output, on the calibration inputs, when this block
+    /// alone is replaced by its fit (`effect`); `None` when not measured.
+    pub output_effect: Option<f64>,
     pub fit: BlockFit,
 }
 
+impl BlockReport {
+    /// The local score `--select local` ranks by: the worst stream's fit error, so that a
+    /// well-fitting text stream cannot hide a poorly fitting image stream.
+    pub fn worst_stream_error(&self) -> f64 {
+        self.fit
+            .streams
+            .iter()
+            .map(|s| s.relative_error)
+            .fold(0.0, f64::max)
+    }
+}
+
 /// Fits every block on the original model's activations: the ranking `--prune` chooses from.
+/// With `measure_effect`, also each block's output effect (see `effect`).
 pub fn rank_blocks(
     graph: &Graph,
     ckpt: &FluxCheckpoint,
     inputs: &InputSet,
     options: &CalibrationOptions,
+    measure_effect: bool,
 ) -> Result<Vec<BlockReport>> {
     let all: BTreeSet<BlockId> = graph.blocks();
-    calibrate(graph, ckpt, inputs, options, &all, false)
+    let pass = if measure_effect {
+        Pass::RankWithEffect
+    } else {
+        Pass::Rank
+    };
+    calibrate(graph, ckpt, inputs, options, &all, pass)
 }
 
 /// Fits the `chosen` blocks in model order, each on the activations that the model with the
@@ -73,7 +96,17 @@ pub fn fit_sequentially(
     chosen: &BTreeSet<BlockId>,
     options: &CalibrationOptions,
 ) -> Result<Vec<BlockReport>> {
-    calibrate(graph, ckpt, inputs, options, chosen, true)
+    calibrate(graph, ckpt, inputs, options, chosen, Pass::Sequential)
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Pass {
+    /// Fit on the original activations.
+    Rank,
+    /// The same, and measure each block's output effect through variants.
+    RankWithEffect,
+    /// Fit, then carry the fit's prediction forward.
+    Sequential,
 }
 
 fn calibrate(
@@ -82,11 +115,18 @@ fn calibrate(
     inputs: &InputSet,
     options: &CalibrationOptions,
     fit_blocks: &BTreeSet<BlockId>,
-    carry_forward: bool,
+    pass: Pass,
 ) -> Result<Vec<BlockReport>> {
     let runner = staged_runner(graph, ckpt, options)?;
+    let n = inputs.samples;
+    let mut variants = (pass == Pass::RankWithEffect).then(|| Variants::new(n));
+    let listed: Vec<BlockId> = fit_blocks.iter().copied().collect();
+    let chunks = match variants {
+        Some(_) => effect::chunks(runner.stages(), &listed, n, options.batch.max(1)),
+        None => runner.chunks(n),
+    };
     let bar = if options.show_progress {
-        ProgressBar::new(runner.chunks(inputs.samples))
+        ProgressBar::new(chunks)
     } else {
         ProgressBar::hidden()
     };
@@ -111,7 +151,7 @@ fn calibrate(
             let (mut residual, mut unexplained, mut cosines, mut tokens) = (0.0, 0.0, 0.0, 0usize);
             for stream in &io.streams {
                 let (x, y) = (&env[&stream.input], &env[&stream.output]);
-                let stats = fit_stream(x, y, cond, options)?;
+                let stats = fit_stream(x, y, cond, n, options)?;
                 residual += stats.residual;
                 unexplained += stats.fit.relative_error * stats.residual;
                 cosines += stats.cosine_sum;
@@ -126,7 +166,22 @@ fn calibrate(
                 });
             }
             let fit = BlockFit { block, streams };
-            if carry_forward {
+            if let Some(variants) = &mut variants {
+                let cond = first_samples(cond, n);
+                let replaced = io
+                    .streams
+                    .iter()
+                    .zip(&fit.streams)
+                    .map(|(s, f)| {
+                        (
+                            s.output,
+                            predict(&first_samples(&env[&s.input], n), &cond, f),
+                        )
+                    })
+                    .collect();
+                variants.add(graph, &mut env, block, replaced)?;
+            }
+            if pass == Pass::Sequential {
                 for (stream, f) in io.streams.iter().zip(&fit.streams) {
                     let predicted = predict(&env[&stream.input], cond, f);
                     env.get_mut(&stream.output)
@@ -143,12 +198,24 @@ fn calibrate(
                 },
                 cosine: cosines / tokens.max(1) as f64,
                 params_saved: branch_params(graph, block) as i64 - fitted_params(&fit) as i64,
+                output_effect: None,
                 fit,
             });
         }
         runner.release(k, &mut env);
     }
     bar.finish_and_clear();
+    if let Some(variants) = variants.filter(|v| !v.is_empty()) {
+        let (_, latent) = graph
+            .outputs
+            .first()
+            .ok_or_else(|| Error::Internal("the model has no output".into()))?;
+        for (block, effect) in variants.effects(&env[latent])? {
+            if let Some(r) = reports.iter_mut().find(|r| r.block == block) {
+                r.output_effect = Some(effect);
+            }
+        }
+    }
     Ok(reports)
 }
 
@@ -174,15 +241,17 @@ struct StreamStats {
     tokens: usize,
 }
 
-/// Accumulates one stream's normal equations sample by sample and solves them.
+/// Accumulates one stream's normal equations over the first `samples` samples (those after
+/// them are variants, see `effect`) and solves them.
 fn fit_stream(
     x: &Tensor,
     y: &Tensor,
     cond: &Tensor,
+    samples: usize,
     options: &CalibrationOptions,
 ) -> Result<StreamStats> {
-    let (samples, width) = (x.shape[0], x.shape[x.shape.len() - 1]);
-    let rows = x.data.len() / samples / width;
+    let width = x.shape[x.shape.len() - 1];
+    let rows = x.data.len() / x.shape[0] / width;
     let cond_width = if options.kind == FitKind::Conditioned {
         cond.shape[1]
     } else {

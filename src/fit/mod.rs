@@ -4,5 +4,6 @@
 
 pub mod brll;
 pub mod calibrate;
+pub mod effect;
 pub mod lstsq;
 pub mod select;

@@ -1,5 +1,6 @@
 //! Which blocks to replace: `--replace double.4,single.10-13` by name, or `--prune FRACTION`
-//! by fit error, lowest first.
+//! by a rule (`--select`): the output effect of replacing each block alone (default), or its
+//! local fit error, lowest first.
 
 use super::calibrate::BlockReport;
 use crate::checkpoint::FluxConfig;
@@ -70,15 +71,58 @@ pub fn prune_count(fraction: f64, total: usize) -> Result<usize> {
     Ok((fraction * total as f64).round() as usize)
 }
 
-/// The `count` blocks whose fit error is lowest (ties broken by model order).
-pub fn lowest_error(reports: &[BlockReport], count: usize) -> BTreeSet<BlockId> {
-    let mut ranked: Vec<&BlockReport> = reports.iter().collect();
-    ranked.sort_by(|a, b| {
-        a.fit_error
-            .total_cmp(&b.fit_error)
-            .then(a.block.cmp(&b.block))
-    });
-    ranked.into_iter().take(count).map(|r| r.block).collect()
+/// How `--prune` ranks the blocks.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum SelectRule {
+    /// The relative error of the model's output when the block alone is replaced by its fit
+    /// (measured on the calibration inputs, `fit::effect`).
+    #[default]
+    Output,
+    /// The block's local fit error, its worst stream's for a double block.
+    Local,
+}
+
+impl SelectRule {
+    /// The score a block is ranked by, lower first; `None` when it was not measured.
+    pub fn score(self, report: &BlockReport) -> Option<f64> {
+        match self {
+            SelectRule::Output => report.output_effect,
+            SelectRule::Local => Some(report.worst_stream_error()),
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            SelectRule::Output => "output effect (each block replaced alone)",
+            SelectRule::Local => "local fit error (worst stream)",
+        }
+    }
+}
+
+/// The reports in the order `rule` ranks them, best first (ties broken by model order).
+pub fn ranked(reports: &[BlockReport], rule: SelectRule) -> Result<Vec<&BlockReport>> {
+    let mut scored = Vec::with_capacity(reports.len());
+    for r in reports {
+        let score = rule.score(r).ok_or_else(|| {
+            Error::Internal(format!("{}: no {} measured", r.block, rule.describe()))
+        })?;
+        scored.push((score, r));
+    }
+    scored.sort_by(|(a, ra), (b, rb)| a.total_cmp(b).then(ra.block.cmp(&rb.block)));
+    Ok(scored.into_iter().map(|(_, r)| r).collect())
+}
+
+/// The `count` blocks `rule` ranks best.
+pub fn choose(
+    reports: &[BlockReport],
+    count: usize,
+    rule: SelectRule,
+) -> Result<BTreeSet<BlockId>> {
+    Ok(ranked(reports, rule)?
+        .into_iter()
+        .take(count)
+        .map(|r| r.block)
+        .collect())
 }
 
 #[cfg(test)]
