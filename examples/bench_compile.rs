@@ -20,6 +20,7 @@
 //! its data to reach the disk, so a large number there would mean the comparison is unfair.
 
 use clap::Parser;
+use fastflux::metrics::median;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -230,16 +231,6 @@ fn parse_clock(s: &str) -> Option<f64> {
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn print_table(rows: &[(Measure, Measure)]) {
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!();
@@ -260,7 +251,8 @@ fn print_table(rows: &[(Measure, Measure)]) {
             mib(cp.max_rss_kib)
         );
     }
-    let col = |f: &dyn Fn(&(Measure, Measure)) -> f64| median(rows.iter().map(f).collect());
+    let col =
+        |f: &dyn Fn(&(Measure, Measure)) -> f64| median(&rows.iter().map(f).collect::<Vec<_>>());
     println!(
         "| median | {:.1} | {:.1} | {:.2} | {:.0} | {:.1} |",
         col(&|r| r.0.wall_s),

@@ -17,6 +17,7 @@ use clap::Parser;
 use fastflux::checkpoint::lora::LoraSpec;
 use fastflux::compile::{CompileOptions, compile};
 use fastflux::dtype::DType;
+use fastflux::metrics::median;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -75,10 +76,10 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         ),
         ("cpu", |r| r.1),
     ] {
-        let (Some(mut b), Some(mut f)) = (column(&base, pick), column(&folded, pick)) else {
+        let (Some(b), Some(f)) = (column(&base, pick), column(&folded, pick)) else {
             continue;
         };
-        let (bm, fm) = (median(&mut b), median(&mut f));
+        let (bm, fm) = (median(&b), median(&f));
         println!("{what:<4} without LoRA {bm:.2} s (of {:?})", rounded(&b));
         println!("{what:<4} with LoRA    {fm:.2} s (of {:?})", rounded(&f));
         println!("{what:<4} ratio        {:.2}", fm / bm);
@@ -101,11 +102,6 @@ fn thread_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
     Some(ns as f64 / 1e9)
-}
-
-fn median(times: &mut [f64]) -> f64 {
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
 }
 
 fn rounded(times: &[f64]) -> Vec<String> {

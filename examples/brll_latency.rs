@@ -21,7 +21,7 @@ use fastflux::compile::{self, CompileOptions, Compiled};
 use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::inputs::{InputSet, SyntheticSpec};
-use fastflux::metrics::relative_l2;
+use fastflux::metrics::{median, relative_l2};
 use fastflux::onnx::{Target, to_embedded_bytes};
 use fastflux::runtime::LoadedModel;
 use std::path::PathBuf;
@@ -56,16 +56,6 @@ struct Args {
     /// Where the compiled models go (a temporary folder by default).
     #[arg(long)]
     out_dir: Option<PathBuf>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn main() -> Res<()> {
@@ -159,7 +149,7 @@ fn main() -> Res<()> {
             times[k].push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let (u, p) = (median(times[0].clone()), median(times[1].clone()));
+    let (u, p) = (median(&times[0]), median(&times[1]));
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
         "\nONNX Runtime CPU, f32, batch 1, {} image + {} text tokens, {} threads, {} interleaved runs each:",

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use fastflux::io::{AtomicFile, SafetensorsWriter, TensorEntry};
+use fastflux::rng::Rng;
 use half::{bf16, f16};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -102,7 +103,7 @@ struct Spec {
     /// Name without `--prefix`; the PRNG is seeded from this so values ignore the prefix.
     name: String,
     shape: Vec<u64>,
-    /// Values are drawn as mean + std · N(0, 1) (approximately; see `Rng::normal`).
+    /// Values are drawn as mean + std · N(0, 1) (approximately; see `fastflux::rng::Rng::approx_normal`).
     mean: f32,
     std: f32,
 }
@@ -182,39 +183,11 @@ fn tensor_list(a: &Args) -> Vec<Spec> {
     v
 }
 
-/// splitmix64 finalizer: turns (seed, name hash) into a well-mixed per-tensor PRNG state.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// FNV-1a, so each tensor's stream depends only on its own name, not on generation order.
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// wyrand: one 64×64→128 multiply per output, fast enough that disk is the bottleneck.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
-        (t >> 64) as u64 ^ t as u64
-    }
-
-    /// Approximate N(0, 1): sum of the four 16-bit lanes of one draw (Irwin–Hall, n = 4),
-    /// centred and scaled to unit variance. Bounded at ±3.46σ, which is fine for test weights
-    /// and keeps a forward pass free of outliers.
-    fn normal(&mut self) -> f32 {
-        let r = self.next_u64();
-        let s = (r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48);
-        // Each lane is uniform on 0..65536: mean 32767.5, variance ≈ 65536²/12.
-        (s as f32 - 131_070.0) * (3f32.sqrt() / 65_536.0)
-    }
 }
 
 /// Elements per chunk: 1 Mi = 2–4 MiB. At most a few chunks are alive at once, whatever the size.
@@ -230,13 +203,13 @@ fn fill<const N: usize>(buf: &mut [u8], mut x: impl FnMut() -> f32, enc: impl Fn
 /// Generates one tensor chunk by chunk, reusing buffers from `free` and sending them to `out`.
 /// Returns false if the writer thread has stopped (it failed; the error comes from its join).
 fn gen_tensor(s: &Spec, a: &Args, free: &Receiver<Vec<u8>>, out: &SyncSender<Vec<u8>>) -> bool {
-    let mut rng = Rng(mix64(a.seed ^ fnv1a(&s.name)));
+    let mut rng = Rng::new(a.seed, fnv1a(&s.name));
     let mut left = s.numel();
     while left > 0 {
         let n = left.min(CHUNK);
         let mut buf = free.try_recv().unwrap_or_default();
         buf.resize((n * a.dtype.tag_size().1) as usize, 0);
-        let sample = || s.mean + s.std * rng.normal();
+        let sample = || s.mean + s.std * rng.approx_normal();
         match a.dtype {
             DType::Bf16 => fill(&mut buf, sample, |x| bf16::from_f32(x).to_le_bytes()),
             DType::F16 => fill(&mut buf, sample, |x| f16::from_f32(x).to_le_bytes()),

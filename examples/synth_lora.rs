@@ -14,6 +14,7 @@ use clap::Parser;
 use fastflux::checkpoint::FluxCheckpoint;
 use fastflux::dtype::DType;
 use fastflux::io::{AtomicFile, SafetensorsWriter, TensorEntry};
+use fastflux::rng::Rng;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,20 +38,6 @@ struct Args {
     seed: u64,
 }
 
-/// xorshift64*: enough randomness for benchmark data.
-struct Rng(u64);
-
-impl Rng {
-    /// Uniform in [-1, 1).
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
-        bits as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
-
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +50,7 @@ fn main() -> ExitCode {
 
 fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let ckpt = FluxCheckpoint::open(&a.checkpoint, a.axes_dim.clone())?;
-    let mut rng = Rng(a.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(a.seed, 0);
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut covered = 0usize;
     for (name, shape) in ckpt.config.parameters() {
@@ -76,8 +63,12 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         // uniform[-1,1) has variance 1/3: down ~ 1/√in keeps A·x near unit scale.
         let down_scale = (3.0 / inp as f32).sqrt();
-        let down: Vec<f32> = (0..a.rank * inp).map(|_| rng.next() * down_scale).collect();
-        let up: Vec<f32> = (0..out * a.rank).map(|_| rng.next() * 1e-3).collect();
+        let down: Vec<f32> = (0..a.rank * inp)
+            .map(|_| (2.0 * rng.uniform() as f32 - 1.0) * down_scale)
+            .collect();
+        let up: Vec<f32> = (0..out * a.rank)
+            .map(|_| (2.0 * rng.uniform() as f32 - 1.0) * 1e-3)
+            .collect();
         let key = format!("lora_unet_{}", module.replace('.', "_"));
         tensors.push((
             format!("{key}.lora_down.weight"),

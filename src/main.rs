@@ -8,6 +8,7 @@ use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
 use fastflux::fit::select::SelectRule;
 use fastflux::onnx::Target;
+use fastflux::runtime::ExecutionProvider;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,6 +80,10 @@ struct Cli {
     /// ONNX Runtime threads for calibration [default: one per core].
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
+    /// Where calibration runs: ONNX Runtime's `cuda` or `cpu` execution provider, or `auto`
+    /// (CUDA when the loaded ONNX Runtime has it, else the CPU).
+    #[arg(long, value_name = "auto|cpu|cuda", default_value = "auto")]
+    execution_provider: ExecutionProvider,
     /// Run the pruned and the original model on held-out inputs and compare their outputs.
     #[arg(long)]
     verify: bool,
@@ -163,6 +168,7 @@ fn brll_options(cli: &Cli) -> Option<BrllOptions> {
     calibration.ridge = cli.ridge;
     calibration.batch = cli.calib_batch;
     calibration.threads = cli.threads;
+    calibration.provider = cli.execution_provider;
     calibration.show_progress = !cli.quiet;
     Some(options)
 }

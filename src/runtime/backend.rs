@@ -2,9 +2,9 @@
 //! ([`super::ort::OrtBackend`]) is the first implementation; another executor (candle, for
 //! sandwich training) implements the same two traits beside it.
 
-use crate::checkpoint::FluxCheckpoint;
 use crate::error::Result;
 use crate::ir::Graph;
+use crate::ir::TensorStore;
 use crate::tensor::Tensor;
 
 /// Turns a stage — a piece of the IR extracted by `Graph::extract`, inputs named by
@@ -13,7 +13,7 @@ pub trait Backend {
     type Stage: StageExecutable;
 
     /// Prepares `piece` to run; its weights are read from `weights`.
-    fn load(&self, piece: &Graph, weights: &FluxCheckpoint) -> Result<Self::Stage>;
+    fn load(&self, piece: &Graph, weights: &dyn TensorStore) -> Result<Self::Stage>;
 
     /// One line on what runs the stages (for logs and reports).
     fn describe(&self) -> String;

@@ -5,8 +5,8 @@
 
 use super::backend::{Backend, StageExecutable};
 use super::ort::OrtBackend;
-use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
+use crate::ir::TensorStore;
 use crate::ir::{BlockId, Dim, Graph, Op, Value};
 use crate::tensor::Tensor;
 use indicatif::ProgressBar;
@@ -27,7 +27,7 @@ pub struct Stage {
 
 pub struct StagedRunner<'a, B: Backend = OrtBackend> {
     graph: &'a Graph,
-    ckpt: &'a FluxCheckpoint,
+    weights: &'a dyn TensorStore,
     backend: B,
     stages: Vec<Stage>,
     /// The last stage that reads each value.
@@ -39,15 +39,20 @@ pub struct StagedRunner<'a, B: Backend = OrtBackend> {
 
 impl<'a> StagedRunner<'a> {
     /// Runs on ONNX Runtime's CPU kernels with `threads` intra-op threads.
-    pub fn new(graph: &'a Graph, ckpt: &'a FluxCheckpoint, batch: usize, threads: usize) -> Self {
-        Self::with_backend(graph, ckpt, OrtBackend::cpu(threads), batch)
+    pub fn new(
+        graph: &'a Graph,
+        weights: &'a dyn TensorStore,
+        batch: usize,
+        threads: usize,
+    ) -> Self {
+        Self::with_backend(graph, weights, OrtBackend::cpu(threads), batch)
     }
 }
 
 impl<'a, B: Backend> StagedRunner<'a, B> {
     pub fn with_backend(
         graph: &'a Graph,
-        ckpt: &'a FluxCheckpoint,
+        weights: &'a dyn TensorStore,
         backend: B,
         batch: usize,
     ) -> Self {
@@ -60,7 +65,7 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
         }
         Self {
             graph,
-            ckpt,
+            weights,
             backend,
             stages,
             last_use,
@@ -133,7 +138,7 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
     pub fn run_stage(&self, k: usize, env: &mut Env) -> Result<()> {
         let stage = &self.stages[k];
         let (piece, external) = self.graph.extract(&stage.nodes, &stage.outputs)?;
-        let mut model = self.backend.load(&piece, self.ckpt)?;
+        let mut model = self.backend.load(&piece, self.weights)?;
         let samples = self.samples(env, &external)?;
         let mut results: Vec<Tensor> = Vec::new();
         for start in (0..samples).step_by(self.batch) {

@@ -1,5 +1,6 @@
 //! Command-line flags that do not fit the model: `--axes-dim` missing for a head width other
-//! than 128, or not adding up to the head width in even widths.
+//! than 128, or not adding up to the head width in even widths; an execution provider that the
+//! loaded ONNX Runtime lacks.
 
 use super::scratch::*;
 use crate::support::*;
@@ -37,4 +38,29 @@ fn axes_dim_that_does_not_fit_the_head() {
         assert_refused(&out, &[shown, "head width 16", "even"]);
         s.assert_nothing_written();
     }
+}
+
+#[test]
+fn cuda_execution_provider_absent_from_the_loaded_onnx_runtime() {
+    // The pinned CPU wheel has no CUDA provider: asking for it is an error, not a silent
+    // fallback to the CPU, and `auto` (the default) calibrates on the CPU.
+    let s = Scratch::new();
+    let args = |provider: &str| {
+        [
+            golden("flux-bfl.safetensors").into_os_string(),
+            "--axes-dim".into(),
+            TINY_AXES.into(),
+            "-o".into(),
+            s.output().into_os_string(),
+            "--replace".into(),
+            "double.1".into(),
+            "--execution-provider".into(),
+            provider.into(),
+            "-q".into(),
+        ]
+    };
+    let out = compile(&args("cuda"));
+    assert_refused(&out, &["CUDA execution provider", "not enabled"]);
+    s.assert_nothing_written();
+    compile_ok(&args("auto"));
 }

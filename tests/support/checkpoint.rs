@@ -85,7 +85,7 @@ pub fn join_safetensors(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
 /// Writes a FLUX-shaped f32 checkpoint in BFL naming with deterministic pseudo-random values:
 /// every parameter `FluxConfig::parameters` lists for `config`.
 pub fn synthetic_checkpoint(path: &Path, config: &FluxConfig) {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = fastflux::rng::Rng::new(0, 0);
     let tensors: Vec<StoredTensor> = config
         .parameters()
         .into_iter()
@@ -93,10 +93,7 @@ pub fn synthetic_checkpoint(path: &Path, config: &FluxConfig) {
             let fan_in = *shape.last().unwrap() as f32;
             let data = (0..shape.iter().product::<usize>())
                 .flat_map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    let uniform = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                    let uniform = rng.uniform() as f32 - 0.5;
                     (uniform * 3.4 / fan_in.sqrt()).to_le_bytes()
                 })
                 .collect();

@@ -3,9 +3,9 @@
 
 use super::provider::ExecutionProvider;
 use super::session::LoadedModel;
-use crate::checkpoint::FluxCheckpoint;
 use crate::error::Result;
 use crate::ir::Graph;
+use crate::ir::TensorStore;
 use crate::onnx::{self, Target};
 use crate::runtime::backend::{Backend, StageExecutable};
 use crate::tensor::Tensor;
@@ -49,7 +49,7 @@ impl OrtBackend {
 impl Backend for OrtBackend {
     type Stage = LoadedModel;
 
-    fn load(&self, piece: &Graph, weights: &FluxCheckpoint) -> Result<LoadedModel> {
+    fn load(&self, piece: &Graph, weights: &dyn TensorStore) -> Result<LoadedModel> {
         let bytes = onnx::to_embedded_bytes(piece, weights, LOWERING)?;
         Ok(LoadedModel::from_bytes_on(
             &bytes,
