@@ -43,12 +43,14 @@ struct Args {
     levels: usize,
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Calibration sources to measure: synthetic, train, cond (comma-separated).
+    /// Calibration sources to measure (comma-separated): `synthetic` (the default inputs),
+    /// `train` (the toy's train.safetensors), or `NAME=FILE`, a set in the `--calib` format (e.g.
+    /// the trajectories `--calib-cond ... --calib-save FILE` wrote).
     #[arg(long, value_delimiter = ',', default_value = "synthetic,train")]
     sources: Vec<String>,
-    /// Skip the every-pair search.
-    #[arg(long)]
-    no_pairs: bool,
+    /// The sources (by name) to try every pair with [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pairs: Option<Vec<String>>,
     /// Draw the grid (full, blocks removed, --prune with the defaults) to this PNG.
     #[arg(long)]
     png: Option<PathBuf>,
@@ -253,11 +255,11 @@ fn main() -> Res<()> {
             rule,
             ..Default::default()
         };
-        match source {
-            "synthetic" => {}
-            "train" => o.calib = Some(a.toy.join("train.safetensors")),
-            "calib" => o.calib = Some(a.toy.join("calib.safetensors")),
-            other => return Err(format!("unknown calibration source `{other}`").into()),
+        match source.split_once('=') {
+            _ if source == "synthetic" => {}
+            _ if source == "train" => o.calib = Some(a.toy.join("train.safetensors")),
+            Some((_, file)) => o.calib = Some(PathBuf::from(file)),
+            None => return Err(format!("unknown calibration source `{source}`").into()),
         }
         o.calibration.threads = 2;
         Ok(o)
@@ -278,8 +280,11 @@ fn main() -> Res<()> {
     println!("| calibration | selection | blocks | velocity error | FM loss | ranking (s) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut grid: Vec<Vec<f32>> = vec![draw(&full, &cond, noise.clone(), &columns)?];
+    let mut grid_labels = vec!["full".to_owned()];
     for source in &a.sources {
+        let name = source.split_once('=').map_or(source.as_str(), |(n, _)| n);
         let mut default_fits = Vec::new();
+        let mut pooled = Vec::new();
         for (label, rule) in [
             ("local fit", SelectRule::Local),
             ("output effect", SelectRule::Output),
@@ -291,28 +296,45 @@ fn main() -> Res<()> {
             let (err, loss) = score(&model, &held, &reference)?;
             let seconds = outcome.ranking.as_ref().map_or(0.0, |r| r.seconds);
             println!(
-                "| {source} | {label} | {} | {err:.4} | {loss:.4} | {seconds:.1} |",
+                "| {name} | {label} | {} | {err:.4} | {loss:.4} | {seconds:.1} |",
                 spec(&blocks)
             );
+            if rule == SelectRule::Local {
+                // The rule before this one: the lowest fit error pooled over a block's streams.
+                let mut reports: Vec<_> = outcome.ranking.as_ref().unwrap().reports.clone();
+                reports.sort_by(|a, b| a.fit_error.total_cmp(&b.fit_error));
+                pooled = reports.iter().take(blocks.len()).map(|r| r.block).collect();
+                pooled.sort();
+            }
             if rule == SelectRule::default() {
                 default_fits = outcome.replaced.iter().map(|r| r.fit.clone()).collect();
-                if source == "synthetic" {
-                    grid.push(draw(&model, &cond, noise.clone(), &columns)?);
-                }
+                grid.push(draw(&model, &cond, noise.clone(), &columns)?);
+                grid_labels.push(format!("--prune {} ({name} calibration)", a.prune));
             }
         }
+        let o = options(source, Selection::Replace(spec(&pooled)), SelectRule::Local)?;
+        let (model, _) = build("pooled.onnx", Some(&o), &[])?;
+        let (err, loss) = score(&model, &held, &reference)?;
+        println!(
+            "| {name} | local fit, pooled over streams (the old rule) | {} | {err:.4} | {loss:.4} | - |",
+            spec(&pooled)
+        );
         let zero = removal(&default_fits);
         let removed: Vec<BlockId> = zero.iter().map(|f| f.block).collect();
         let (model, _) = build("removed.onnx", None, &zero)?;
         let (err, loss) = score(&model, &held, &reference)?;
         println!(
-            "| {source} | removed outright (output rule's blocks) | {} | {err:.4} | {loss:.4} | - |",
+            "| {name} | removed outright (output rule's blocks) | {} | {err:.4} | {loss:.4} | - |",
             spec(&removed)
         );
         if source == "synthetic" {
             grid.insert(1, draw(&model, &cond, noise.clone(), &columns)?);
+            grid_labels.insert(1, format!("{} removed outright", spec(&removed)));
         }
-        if a.no_pairs {
+        if a.pairs
+            .as_ref()
+            .is_some_and(|p| !p.iter().any(|p| p == name))
+        {
             continue;
         }
         let start = Instant::now();
@@ -332,7 +354,7 @@ fn main() -> Res<()> {
         pairs.sort_by(|a, b| a.0.0.total_cmp(&b.0.0));
         let ((err, loss), pair) = pairs[0];
         println!(
-            "| {source} | best of all {} pairs ({:.0} s) | {} | {err:.4} | {loss:.4} | - |",
+            "| {name} | best of all {} pairs ({:.0} s) | {} | {err:.4} | {loss:.4} | - |",
             pairs.len(),
             start.elapsed().as_secs_f64(),
             spec(&pair)
@@ -341,16 +363,15 @@ fn main() -> Res<()> {
             .iter()
             .map(|((e, _), p)| format!("{} {e:.4}", spec(p)))
             .collect();
-        eprintln!("{source}: every pair, best first: {}", listed.join("; "));
+        eprintln!("{name}: every pair, best first: {}", listed.join("; "));
     }
     if let Some(path) = &a.png {
         write_png(path, &grid, 10)?;
         println!(
-            "\nwrote {} ({} rows: full, removed, --prune {} with the defaults; columns digits 0-9; same noise, seed {})",
+            "\nwrote {}: columns digits 0-9, 20 Euler steps from the same noise (seed {}); rows: {}",
             path.display(),
-            grid.len(),
-            a.prune,
-            a.seed
+            a.seed,
+            grid_labels.join("; ")
         );
     }
     Ok(())

@@ -52,6 +52,10 @@ struct Cli {
     /// the local fit error (its worst stream's for a double block; no extra runs).
     #[arg(long, value_enum, default_value_t = SelectArg::Output)]
     select: SelectArg,
+    /// --select output: measure the output effect on the first N calibration samples only
+    /// (extra runs and memory scale with N) [default: all].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    effect_samples: usize,
     /// Calibration inputs: a safetensors file with the model's ONNX inputs, samples stacked on
     /// the batch axis [default: synthetic inputs, see --calib-samples].
     #[arg(long, value_name = "FILE")]
@@ -170,6 +174,7 @@ fn brll_options(cli: &Cli) -> Option<BrllOptions> {
     calibration.threads = cli.threads;
     calibration.provider = cli.execution_provider;
     calibration.show_progress = !cli.quiet;
+    calibration.effect_samples = cli.effect_samples;
     Some(options)
 }
 

@@ -216,14 +216,14 @@ effect: relative L2 error of the model's output when the block alone is replaced
 /// What ranking cost, in block runs over the calibration set and seconds.
 fn ranking_cost(ranking: &Ranking) -> String {
     let base = format!(
-        "{:.1} s; {} block runs",
-        ranking.seconds, ranking.block_runs
+        "{:.1} s; {} block runs of {} samples",
+        ranking.seconds, ranking.block_runs, ranking.samples
     );
     match ranking.rule {
         SelectRule::Output => format!(
-            "{base} + {} for the output effect (each block's variant runs the blocks after it) \
-and {} extra final-layer runs",
-            ranking.extra_block_runs, ranking.extra_other_runs
+            "{base} + {} of {} samples for the output effect (each block's variant runs the \
+blocks after it) and {} extra runs of the stages around the blocks",
+            ranking.extra_block_runs, ranking.effect_samples, ranking.extra_other_runs
         ),
         SelectRule::Local => format!("{base} (output effect not measured: --select local)"),
     }

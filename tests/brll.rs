@@ -28,6 +28,7 @@ fn calibration(ridge: f64) -> CalibrationOptions {
         threads: 1,
         provider: fastflux::runtime::ExecutionProvider::Cpu,
         show_progress: false,
+        effect_samples: 0,
     }
 }
 

@@ -32,6 +32,7 @@ fn calibration() -> CalibrationOptions {
         threads: 1,
         provider: fastflux::runtime::ExecutionProvider::Cpu,
         show_progress: false,
+        effect_samples: 0,
     }
 }
 
@@ -86,8 +87,9 @@ fn scaled_gate_checkpoint(dir: &Path, block: usize) -> PathBuf {
 }
 
 /// The output error of replacing `block` alone, computed the plain way: fit it, rewrite the
-/// graph, run the whole rewritten model and the original on the calibration inputs.
-fn effect_by_full_run(ckpt: &FluxCheckpoint, graph: &Graph, block: BlockId) -> f64 {
+/// graph, run the whole rewritten model and the original on the first `samples` calibration
+/// inputs.
+fn effect_by_full_run(ckpt: &FluxCheckpoint, graph: &Graph, block: BlockId, samples: usize) -> f64 {
     let set = inputs(ckpt);
     let chosen: BTreeSet<_> = [block].into();
     let fits: Vec<_> = fit_sequentially(graph, ckpt, &set, &chosen, &calibration())
@@ -97,9 +99,10 @@ fn effect_by_full_run(ckpt: &FluxCheckpoint, graph: &Graph, block: BlockId) -> f
         .collect();
     let mut pruned = graph.clone();
     apply_fits(&mut pruned, &fits).unwrap();
+    let measured = set.slice(0, samples);
     let run = |g: &Graph| {
         StagedRunner::new(g, ckpt, 4, 1)
-            .run(&set.tensors)
+            .run(&measured.tensors)
             .unwrap()
             .remove("latent")
             .unwrap()
@@ -135,7 +138,7 @@ fn output_rule_picks_the_block_that_hurts_the_output_least() {
     // Every effect the variants measured is what running the rewritten model gives.
     let mut measured = Vec::new();
     for r in &reports {
-        let direct = effect_by_full_run(&ckpt, &graph, r.block);
+        let direct = effect_by_full_run(&ckpt, &graph, r.block, 6);
         let effect = r.output_effect.expect("measured");
         assert!(
             (effect - direct).abs() <= 1e-3 * direct.max(1e-6),
@@ -191,6 +194,29 @@ fn output_rule_picks_the_block_that_hurts_the_output_least() {
         !local.contains(&format!("  {least_harmful} ")),
         "--select local replaced {least_harmful}:\n{local}"
     );
+}
+
+#[test]
+fn effect_samples_measures_on_the_first_samples() {
+    let (ckpt, graph) = open(&golden("flux-bfl.safetensors"));
+    let options = CalibrationOptions {
+        effect_samples: 2,
+        ..calibration()
+    };
+    let reports = rank_blocks(&graph, &ckpt, &inputs(&ckpt), &options, true).unwrap();
+    for r in reports
+        .iter()
+        .filter(|r| r.block != BlockId::Double(0))
+        .take(2)
+    {
+        let direct = effect_by_full_run(&ckpt, &graph, r.block, 2);
+        let effect = r.output_effect.unwrap();
+        assert!(
+            (effect - direct).abs() <= 1e-3 * direct,
+            "{}: variant effect {effect}, full run on 2 samples {direct}",
+            r.block
+        );
+    }
 }
 
 #[test]
@@ -260,7 +286,7 @@ fn plan_shows_stream_fit_errors_output_effect_and_cost() {
     }
     // 6 blocks: each block's variant runs the blocks after it, 5 + 4 + … + 0 = 15.
     assert!(
-        report.contains("6 block runs + 15 for the output effect"),
+        report.contains("6 block runs of 6 samples + 15 of 6 samples for the output effect"),
         "{report}"
     );
 

@@ -52,12 +52,16 @@ pub struct BrllOutcome {
 pub struct Ranking {
     pub reports: Vec<BlockReport>,
     pub rule: SelectRule,
-    /// Block runs over the calibration set: the ranking pass's own (one per block), and the
-    /// extra ones measuring the output effect took (0 with `--select local`).
+    /// Block runs: the ranking pass's own (one per block, over the `samples` calibration
+    /// samples), and the extra ones measuring the output effect took, each over
+    /// `effect_samples` of them (0 with `--select local`).
     pub block_runs: usize,
     pub extra_block_runs: usize,
     /// Runs of the final layer (the stages around the blocks) the effect added.
     pub extra_other_runs: usize,
+    /// Calibration samples (of `samples`) the extra runs carry: the output effect's sample.
+    pub effect_samples: usize,
+    pub samples: usize,
     pub seconds: f64,
 }
 
@@ -104,6 +108,11 @@ fn rank_calibrated(
         block_runs: blocks.len(),
         extra_block_runs,
         extra_other_runs,
+        effect_samples: match options.calibration.effect_samples {
+            0 => inputs.samples,
+            m => m.min(inputs.samples),
+        },
+        samples: inputs.samples,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -200,6 +209,7 @@ impl Default for BrllOptions {
                 threads: 0,
                 provider: ExecutionProvider::Cpu,
                 show_progress: false,
+                effect_samples: 0,
             },
             verify: false,
             verify_inputs: None,

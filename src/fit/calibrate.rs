@@ -39,6 +39,8 @@ pub struct CalibrationOptions {
     /// Where ONNX Runtime runs the stages.
     pub provider: ExecutionProvider,
     pub show_progress: bool,
+    /// Calibration samples the output effect is measured on (0 = all; see `effect`).
+    pub effect_samples: usize,
 }
 
 /// What calibration learned about one block.
@@ -119,10 +121,16 @@ fn calibrate(
 ) -> Result<Vec<BlockReport>> {
     let runner = staged_runner(graph, ckpt, options)?;
     let n = inputs.samples;
-    let mut variants = (pass == Pass::RankWithEffect).then(|| Variants::new(n));
+    let mut variants =
+        (pass == Pass::RankWithEffect).then(|| Variants::new(n, options.effect_samples));
     let listed: Vec<BlockId> = fit_blocks.iter().copied().collect();
-    let chunks = match variants {
-        Some(_) => effect::chunks(runner.stages(), &listed, n, options.batch.max(1)),
+    let chunks = match &variants {
+        Some(v) => effect::chunks(
+            runner.stages(),
+            &listed,
+            (n, v.per_variant()),
+            options.batch.max(1),
+        ),
         None => runner.chunks(n),
     };
     let bar = if options.show_progress {
@@ -167,7 +175,8 @@ fn calibrate(
             }
             let fit = BlockFit { block, streams };
             if let Some(variants) = &mut variants {
-                let cond = first_samples(cond, n);
+                let m = variants.per_variant();
+                let cond = first_samples(cond, m);
                 let replaced = io
                     .streams
                     .iter()
@@ -175,7 +184,7 @@ fn calibrate(
                     .map(|(s, f)| {
                         (
                             s.output,
-                            predict(&first_samples(&env[&s.input], n), &cond, f),
+                            predict(&first_samples(&env[&s.input], m), &cond, f),
                         )
                     })
                     .collect();

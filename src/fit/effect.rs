@@ -18,17 +18,31 @@ use crate::tensor::Tensor;
 
 /// The variants appended so far: which block each replaces, in batch order after the original.
 pub struct Variants {
-    /// Samples of the original inputs: variant `i` occupies samples `(i+1)·n .. (i+2)·n`.
+    /// Samples of the original inputs, `n`.
     samples: usize,
+    /// Samples each variant carries, `m ≤ n`: the first `m` of the original's. Variant `i`
+    /// occupies samples `n + i·m .. n + (i+1)·m`.
+    per_variant: usize,
     blocks: Vec<BlockId>,
 }
 
 impl Variants {
-    pub fn new(samples: usize) -> Self {
+    /// Variants of the first `per_variant` of `samples` samples (0 or more than `samples`: all).
+    pub fn new(samples: usize, per_variant: usize) -> Self {
+        let per_variant = match per_variant {
+            0 => samples,
+            m => m.min(samples),
+        };
         Self {
             samples,
+            per_variant,
             blocks: Vec::new(),
         }
+    }
+
+    /// Samples each variant carries.
+    pub fn per_variant(&self) -> usize {
+        self.per_variant
     }
 
     pub fn len(&self) -> usize {
@@ -40,8 +54,8 @@ impl Variants {
     }
 
     /// Appends a variant in which `block` is replaced: every batched value of `env` gets a copy
-    /// of its original samples, except the block's outputs, which get `replaced` (value, the
-    /// fit's prediction on the original samples).
+    /// of its first `per_variant` original samples, except the block's outputs, which get
+    /// `replaced` (value, the fit's prediction on those samples).
     pub fn add(
         &mut self,
         graph: &Graph,
@@ -49,7 +63,7 @@ impl Variants {
         block: BlockId,
         replaced: Vec<(crate::ir::Value, Vec<f32>)>,
     ) -> Result<()> {
-        let n = self.samples;
+        let n = self.per_variant;
         for (&v, t) in env.iter_mut() {
             if !batched(graph, v) {
                 continue;
@@ -73,26 +87,27 @@ impl Variants {
         Ok(())
     }
 
-    /// The relative L2 error of each variant's `output` against the original's, by block.
+    /// The relative L2 error of each variant's `output` against the original's (on the same
+    /// samples), by block.
     pub fn effects(&self, output: &Tensor) -> Result<Vec<(BlockId, f64)>> {
-        let n = self.samples;
+        let (n, m) = (self.samples, self.per_variant);
         let per_sample: usize = output.shape[1..].iter().product();
-        let span = n * per_sample;
-        if output.data.len() != span * (self.blocks.len() + 1) {
+        let expected = n + m * self.blocks.len();
+        if output.data.len() != expected * per_sample {
             return Err(Error::Internal(format!(
-                "the output holds {} samples, expected {} ({} variants of {n})",
+                "the output holds {} samples, expected {expected} ({} variants of {m} after {n})",
                 output.shape[0],
-                n * (self.blocks.len() + 1),
                 self.blocks.len()
             )));
         }
-        let reference = &output.data[..span];
+        let reference = &output.data[..m * per_sample];
         Ok(self
             .blocks
             .iter()
             .enumerate()
             .map(|(i, &b)| {
-                let variant = &output.data[(i + 1) * span..(i + 2) * span];
+                let start = (n + i * m) * per_sample;
+                let variant = &output.data[start..start + m * per_sample];
                 (b, relative_l2(variant, reference))
             })
             .collect())
@@ -133,12 +148,18 @@ pub fn extra_runs(stages: &[Stage], fit_blocks: &[BlockId]) -> (usize, usize) {
     (blocks, others)
 }
 
-/// Chunks of `batch` samples the ranking pass runs, variants included (for the progress bar).
-pub fn chunks(stages: &[Stage], fit_blocks: &[BlockId], samples: usize, batch: usize) -> u64 {
+/// Chunks of `batch` samples the ranking pass runs, variants of `per_variant` samples included
+/// (for the progress bar).
+pub fn chunks(
+    stages: &[Stage],
+    fit_blocks: &[BlockId],
+    (samples, per_variant): (usize, usize),
+    batch: usize,
+) -> u64 {
     let mut live = 0;
     let mut total = 0u64;
     for stage in stages {
-        total += (samples * (1 + live)).div_ceil(batch) as u64;
+        total += (samples + per_variant * live).div_ceil(batch) as u64;
         if stage.block.is_some_and(|b| fit_blocks.contains(&b)) {
             live += 1;
         }
