@@ -126,7 +126,10 @@ fn run(cli: &Cli) -> Result<String> {
         ("fastflux.seed", cli.seed.to_string()),
         ("fastflux.schedule", format!("{schedule:?}")),
         ("fastflux.sigmas", sigmas.join(",")),
-        ("fastflux.guidance", format!("{guidance:?}")),
+        (
+            "fastflux.guidance",
+            guidance.map_or("none (no guidance embedding)".into(), |g| g.to_string()),
+        ),
     ] {
         metadata.insert(k.to_string(), v);
     }
