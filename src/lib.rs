@@ -5,7 +5,7 @@
 //! The pipeline: `checkpoint` (naming, configuration, the store of weight bytes) → `lift`
 //! (FLUX → IR) → `passes` (rewrites) → `onnx` (lowering and export), driven step by step by
 //! `compile` and rendered by `report`; `emit` writes the rewritten IR back out as a checkpoint,
-//! `io` holds the file readers and writers, `runtime` runs the result.
+//! `io` holds the file readers and writers, `runtime` runs the result, `sample` samples it.
 
 pub mod checkpoint;
 pub mod compile;
@@ -23,6 +23,7 @@ pub mod passes;
 pub mod report;
 pub mod rng;
 pub mod runtime;
+pub mod sample;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -2,13 +2,14 @@
 
 use clap::{ArgAction, Parser, ValueEnum};
 use fastflux::checkpoint::lora::LoraSpec;
-use fastflux::compile::{self, CompileOptions};
+use fastflux::compile::{self, CompileOptions, TrajectorySpec};
 use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
 use fastflux::fit::select::SelectRule;
 use fastflux::onnx::Target;
 use fastflux::runtime::ExecutionProvider;
+use fastflux::sample::Grid;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -60,6 +61,34 @@ struct Cli {
     /// the batch axis [default: synthetic inputs, see --calib-samples].
     #[arg(long, value_name = "FILE")]
     calib: Option<PathBuf>,
+    /// Calibration from the model's own sampling trajectories: a conditioning file,
+    /// `encoder_hidden_states [P,L,ctx]` and `pooled_projections [P,vec]`, one row per prompt
+    /// (see the README for making one from prompts). Each prompt is sampled with the original
+    /// model from seeded noise (--seed) and its inputs are recorded along the way.
+    #[arg(
+        long,
+        value_name = "COND.safetensors",
+        conflicts_with = "calib",
+        requires = "calib_size"
+    )]
+    calib_cond: Option<PathBuf>,
+    /// --calib-cond: image tokens as rows x columns of the packed latent grid (64x64 for
+    /// 1024×1024 images).
+    #[arg(long, value_name = "HxW")]
+    calib_size: Option<String>,
+    /// --calib-cond: Euler steps per trajectory [default: 28 for models with a guidance
+    /// embedding, 4 otherwise].
+    #[arg(long, value_name = "N")]
+    calib_steps: Option<usize>,
+    /// --calib-cond: inputs recorded per prompt, at steps spread over its trajectory.
+    #[arg(long, value_name = "K", default_value_t = 4)]
+    calib_per_prompt: usize,
+    /// --calib-cond: the guidance value (models with a guidance embedding) [default: 3.5].
+    #[arg(long, value_name = "G")]
+    calib_guidance: Option<f32>,
+    /// Write the calibration set (whatever its source) in the --calib format, for reuse.
+    #[arg(long, value_name = "FILE")]
+    calib_save: Option<PathBuf>,
     /// Synthetic calibration: number of samples.
     #[arg(long, value_name = "N", default_value_t = 16)]
     calib_samples: usize,
@@ -146,7 +175,9 @@ fn brll_options(cli: &Cli) -> Option<BrllOptions> {
         (Some(list), _) => Selection::Replace(list.clone()),
         (None, Some(fraction)) => Selection::Prune(fraction),
         // --calib alone asks --plan for the ranking table.
-        (None, None) if cli.calib.is_some() && cli.plan => Selection::Prune(0.0),
+        (None, None) if (cli.calib.is_some() || cli.calib_cond.is_some()) && cli.plan => {
+            Selection::Prune(0.0)
+        }
         (None, None) => return None,
     };
     let mut options = BrllOptions {
@@ -178,9 +209,39 @@ fn brll_options(cli: &Cli) -> Option<BrllOptions> {
     Some(options)
 }
 
+/// `--calib-cond` and its flags.
+fn trajectories(cli: &Cli) -> fastflux::Result<Option<TrajectorySpec>> {
+    let Some(cond) = &cli.calib_cond else {
+        return Ok(None);
+    };
+    let size = cli.calib_size.as_deref().unwrap_or_default();
+    Ok(Some(TrajectorySpec {
+        cond: cond.clone(),
+        grid: Grid::parse(size, "--calib-size")?,
+        steps: cli.calib_steps,
+        per_prompt: cli.calib_per_prompt,
+        seed: cli.seed,
+        guidance: cli.calib_guidance,
+    }))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let brll = brll_options(&cli);
+    let calib_cond = match trajectories(&cli) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if brll.is_none() && (calib_cond.is_some() || cli.calib_save.is_some()) {
+        eprintln!(
+            "error: --calib-cond and --calib-save calibrate BRLL fits: pass --prune or --replace \
+             (or --plan to see the ranking)"
+        );
+        return ExitCode::FAILURE;
+    }
     let options = CompileOptions {
         checkpoint: cli.checkpoint,
         output: cli.output,
@@ -195,6 +256,8 @@ fn main() -> ExitCode {
         loras: cli.lora,
         lora_allow_unmatched: cli.lora_allow_unmatched,
         emit_safetensors: cli.emit_safetensors,
+        calib_cond,
+        calib_save: cli.calib_save,
     };
     // `fastflux::report` renders both outcomes.
     let result = if cli.plan {

@@ -3,7 +3,10 @@
 //! they use. Rendering only: the driver (`compile`) computes everything shown here.
 
 use crate::checkpoint::brll_meta::BRLL_KEY;
-use crate::compile::{BrllSummary, CompileOutcome, PlanOutcome};
+use crate::compile::calib_cond::describe;
+use crate::compile::{
+    BrllSummary, CalibrationRecord, CalibrationSource, CompileOutcome, PlanOutcome,
+};
 use crate::fit::brll::Ranking;
 use crate::fit::select::{SelectRule, ranked};
 use std::fmt::{self, Display, Formatter, Write as _};
@@ -67,6 +70,7 @@ impl Display for BrllSummary {
             outcome.replaced.len(),
             outcome.calibration_samples
         )?;
+        writeln!(f, "{}", self.calibration)?;
         if let Some(ranking) = &outcome.ranking {
             writeln!(f, "  chosen by          {}", ranking.rule.describe())?;
             writeln!(f, "  ranking cost       {}", ranking_cost(ranking))?;
@@ -158,8 +162,37 @@ impl Display for PlanOutcome {
         for (part, n) in &self.parameters_by_part {
             writeln!(f, "  {part:<22} {:>10}", human(*n as f64))?;
         }
+        if let Some(calibration) = &self.calibration {
+            writeln!(f, "{calibration}")?;
+        }
         if let Some(ranking) = &self.ranking {
             f.write_str(&ranking_table(ranking))?;
+        }
+        Ok(())
+    }
+}
+
+/// What the fits were calibrated on; plainly, when that was random.
+impl Display for CalibrationRecord {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let line = match &self.source {
+            CalibrationSource::Synthetic => "synthetic random inputs: the fits were judged on \
+                random latents and text embeddings, not on what the model sees in use; pass \
+                --calib-cond PROMPTS.safetensors to calibrate on the model's own sampling \
+                trajectories from your prompts (or --calib FILE)"
+                .to_string(),
+            CalibrationSource::Trajectories { seconds, .. } => {
+                format!("{} (sampled in {seconds:.1} s)", describe(&self.source))
+            }
+            source => describe(source),
+        };
+        write!(f, "  calibration        {line}")?;
+        if let Some((path, samples)) = &self.saved {
+            write!(
+                f,
+                "\n  calibration saved  {} ({samples} samples; reload it with --calib)",
+                path.display()
+            )?;
         }
         Ok(())
     }

@@ -1,10 +1,13 @@
 //! The host tensor every executor speaks: a dense row-major f32 array with its graph name
 //! (model inputs, outputs and the activations between stages are all float32), and reading such
-//! tensors from a safetensors file.
+//! tensors from a safetensors file and writing them to one.
 
+use crate::dtype::DType;
 use crate::dtype::decode_f32;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::safetensors::SafetensorsFile;
+use crate::io::{AtomicFile, SafetensorsWriter, TensorEntry};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A dense row-major f32 tensor with its graph name. Backend-neutral: ONNX Runtime and any
@@ -29,4 +32,37 @@ pub fn read_f32_tensors(path: &Path) -> Result<Vec<Tensor>> {
         tensors.push(Tensor { name, shape, data });
     }
     Ok(tensors)
+}
+
+/// Writes `tensors` as F32 to `path` (in the order given, with `metadata` in the header) as an
+/// `AtomicFile`: nothing appears under `path` unless the whole file was written. Returns the
+/// file's size. Every tensor's shape must describe its data.
+pub fn write_f32_tensors(
+    path: &Path,
+    tensors: &[Tensor],
+    metadata: &BTreeMap<String, String>,
+) -> Result<u64> {
+    let mut entries = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        if t.shape.iter().product::<usize>() != t.data.len() {
+            return Err(Error::Internal(format!(
+                "tensor `{}` has shape {:?} but {} values",
+                t.name,
+                t.shape,
+                t.data.len()
+            )));
+        }
+        let (name, shape) = (t.name.clone(), t.shape.clone());
+        entries.push(TensorEntry {
+            name,
+            dtype: DType::F32,
+            shape,
+        });
+    }
+    let mut out = SafetensorsWriter::create(AtomicFile::new(path)?, &entries, metadata)?;
+    for t in tensors {
+        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write(&bytes)?;
+    }
+    out.finish()
 }

@@ -3,9 +3,11 @@
 //! them in that order behind the checks that protect the user's files and returns what each did
 //! as data (`CompileOutcome`), which `report` renders; `plan` inspects without writing.
 
+pub mod calib_cond;
 mod guard;
 mod plan;
 
+pub use calib_cond::{CalibrationRecord, CalibrationSource, TrajectorySpec};
 pub use plan::{PlanOutcome, parameters_by_part, plan};
 
 use crate::checkpoint::FluxCheckpoint;
@@ -39,6 +41,10 @@ pub struct CompileOptions {
     /// `--emit-safetensors FILE`: also write the BRLL-rewritten base model (before LoRA) as a
     /// checkpoint in the input's naming (see `emit`).
     pub emit_safetensors: Option<PathBuf>,
+    /// `--calib-cond`: calibrate on the original model's own sampling trajectories.
+    pub calib_cond: Option<TrajectorySpec>,
+    /// `--calib-save FILE`: write the calibration set in the `--calib` format.
+    pub calib_save: Option<PathBuf>,
 }
 
 impl CompileOptions {
@@ -56,6 +62,8 @@ impl CompileOptions {
             loras: Vec::new(),
             lora_allow_unmatched: false,
             emit_safetensors: None,
+            calib_cond: None,
+            calib_save: None,
         }
     }
 }
@@ -77,10 +85,18 @@ pub struct BrllSummary {
     /// FLOPs per image token before and after, at `tokens`.
     pub flops_per_image_token: (f64, f64),
     pub tokens: Tokens,
+    /// What the fits were calibrated on, and what `--calib-save` wrote.
+    pub calibration: CalibrationRecord,
 }
 
 impl BrllSummary {
-    fn new(original: &Graph, pruned: &Graph, outcome: BrllOutcome, options: &BrllOptions) -> Self {
+    fn new(
+        original: &Graph,
+        pruned: &Graph,
+        outcome: BrllOutcome,
+        options: &BrllOptions,
+        calibration: CalibrationRecord,
+    ) -> Self {
         let tokens = Tokens {
             image: options.synthetic.image_tokens,
             text: options.synthetic.text_tokens,
@@ -93,6 +109,7 @@ impl BrllSummary {
                 pruned.flops_per_image_token(tokens),
             ),
             tokens,
+            calibration,
         }
     }
 }
@@ -199,8 +216,16 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
     let brll = match &options.brll {
         Some(brll) => {
             let original = compiled.graph.clone();
-            let outcome = fit_brll(&mut compiled, brll)?;
-            Some(BrllSummary::new(&original, &compiled.graph, outcome, brll))
+            let (brll, calibration) = calib_cond::prepare(
+                &compiled.ckpt,
+                &compiled.graph,
+                brll,
+                options.calib_cond.as_ref(),
+                options.calib_save.as_ref(),
+            )?;
+            let outcome = fit_brll(&mut compiled, &brll)?;
+            let summary = BrllSummary::new(&original, &compiled.graph, outcome, &brll, calibration);
+            Some(summary)
         }
         None => None,
     };

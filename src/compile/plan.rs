@@ -2,6 +2,7 @@
 //! types, what LoRA folding would do, the parameters per part and, with BRLL flags, every
 //! block's fit.
 
+use super::calib_cond::{self, CalibrationRecord};
 use super::{CompileOptions, fold_loras, lift_checkpoint};
 use crate::checkpoint::FluxConfig;
 use crate::checkpoint::brll_meta::FIT_KEY;
@@ -34,6 +35,8 @@ pub struct PlanOutcome {
     pub parameters_by_part: Vec<(String, usize)>,
     /// With BRLL flags: every block fitted on the original model's activations.
     pub ranking: Option<brll_run::Ranking>,
+    /// With BRLL flags: what the ranking was calibrated on.
+    pub calibration: Option<CalibrationRecord>,
 }
 
 /// Opens, lifts and folds as `compile` would, and reports instead of writing.
@@ -49,9 +52,18 @@ pub fn plan(options: &CompileOptions) -> Result<PlanOutcome> {
         e.0 += 1;
         e.1 += source.numel();
     }
-    let ranking = match &options.brll {
-        Some(brll) => Some(brll_run::rank(&c.ckpt, &base, brll)?),
-        None => None,
+    let (ranking, calibration) = match &options.brll {
+        Some(brll) => {
+            let (brll, record) = calib_cond::prepare(
+                &c.ckpt,
+                &base,
+                brll,
+                options.calib_cond.as_ref(),
+                options.calib_save.as_ref(),
+            )?;
+            (Some(brll_run::rank(&c.ckpt, &base, &brll)?), Some(record))
+        }
+        None => (None, None),
     };
     Ok(PlanOutcome {
         checkpoint: c.ckpt.origin().to_owned(),
@@ -71,6 +83,7 @@ pub fn plan(options: &CompileOptions) -> Result<PlanOutcome> {
         parameters_by_part: parameters_by_part(&c.graph),
         lora: c.lora,
         ranking,
+        calibration,
     })
 }
 

@@ -31,6 +31,9 @@ pub struct BrllOptions {
     pub rule: SelectRule,
     /// `--calib FILE`; synthetic inputs of `synthetic`'s sizes otherwise.
     pub calib: Option<PathBuf>,
+    /// Calibration inputs already made (by the driver: `--calib-cond` trajectories, or a set
+    /// it also saved with `--calib-save`); used instead of `calib` and the synthetic ones.
+    pub inputs: Option<InputSet>,
     pub synthetic: SyntheticSpec,
     pub calibration: CalibrationOptions,
     /// `--verify`: inputs for it (`--verify-inputs FILE`, else synthetic with another seed).
@@ -71,7 +74,11 @@ fn calibration_graph(graph: &Graph) -> Result<Graph> {
     retype::to_f32(graph)
 }
 
-fn calibration_inputs(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<InputSet> {
+/// The calibration set `options` ask for: `inputs` if made already, else `--calib`, else synthetic.
+pub fn calibration_inputs(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<InputSet> {
+    if let Some(inputs) = &options.inputs {
+        return Ok(inputs.clone());
+    }
     match &options.calib {
         Some(path) => InputSet::load(path, &ckpt.config),
         None => InputSet::synthetic(&ckpt.config, &options.synthetic),
@@ -201,6 +208,7 @@ impl Default for BrllOptions {
             selection: Selection::Prune(0.0),
             rule: SelectRule::default(),
             calib: None,
+            inputs: None,
             synthetic: SyntheticSpec::default(),
             calibration: CalibrationOptions {
                 kind: FitKind::Plain,

@@ -69,34 +69,67 @@ pub(crate) fn show(dims: &[InputDim]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
+/// What a model's inputs depend on: the widths its ONNX inputs fix and whether it takes
+/// `guidance`. A `FluxConfig` gives it (`Signature::of`), and so does an exported model's list of
+/// inputs (the sampler reads it off the ONNX file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signature {
+    pub in_channels: usize,
+    pub context_dim: usize,
+    pub pooled_dim: usize,
+    /// The number of RoPE axes: the last dimension of the ids.
+    pub axes: usize,
+    /// Whether the model has a guidance embedding (FLUX.1-dev style) and takes `guidance`.
+    pub guidance: bool,
+}
+
+impl Signature {
+    pub fn of(config: &FluxConfig) -> Self {
+        Self {
+            in_channels: config.in_channels,
+            context_dim: config.context_dim,
+            pooled_dim: config.pooled_dim,
+            axes: config.axes_dim.len(),
+            guidance: config.guidance,
+        }
+    }
+
+    /// The inputs, in order: `hidden_states [S,N,C]`, `encoder_hidden_states [S,L,ctx]`,
+    /// `pooled_projections [S,pooled]`, `timestep [S]`, `guidance [S]` (only for models with a
+    /// guidance embedding), `img_ids [N,axes]`, `txt_ids [L,axes]`.
+    pub fn inputs(&self) -> Vec<ModelInput> {
+        use InputDim::{Fixed, ImageTokens as N, Samples as S, TextTokens as L};
+        let axes = Fixed(self.axes, "number of RoPE axes");
+        let input = |name, dims| ModelInput { name, dims };
+        let mut inputs = vec![
+            input(
+                "hidden_states",
+                vec![S, N, Fixed(self.in_channels, "in_channels")],
+            ),
+            input(
+                "encoder_hidden_states",
+                vec![S, L, Fixed(self.context_dim, "context width")],
+            ),
+            input(
+                "pooled_projections",
+                vec![S, Fixed(self.pooled_dim, "pooled width")],
+            ),
+            input("timestep", vec![S]),
+        ];
+        if self.guidance {
+            inputs.push(input("guidance", vec![S]));
+        }
+        inputs.extend([
+            input("img_ids", vec![N, axes]),
+            input("txt_ids", vec![L, axes]),
+        ]);
+        inputs
+    }
+}
+
 /// The inputs the model takes, in order: `hidden_states [S,N,C]`, `encoder_hidden_states
 /// [S,L,ctx]`, `pooled_projections [S,pooled]`, `timestep [S]`, `guidance [S]` (only for models
 /// with a guidance embedding), `img_ids [N,axes]`, `txt_ids [L,axes]`.
 pub fn model_inputs(config: &FluxConfig) -> Vec<ModelInput> {
-    use InputDim::{Fixed, ImageTokens as N, Samples as S, TextTokens as L};
-    let axes = Fixed(config.axes_dim.len(), "number of RoPE axes");
-    let input = |name, dims| ModelInput { name, dims };
-    let mut inputs = vec![
-        input(
-            "hidden_states",
-            vec![S, N, Fixed(config.in_channels, "in_channels")],
-        ),
-        input(
-            "encoder_hidden_states",
-            vec![S, L, Fixed(config.context_dim, "context width")],
-        ),
-        input(
-            "pooled_projections",
-            vec![S, Fixed(config.pooled_dim, "pooled width")],
-        ),
-        input("timestep", vec![S]),
-    ];
-    if config.guidance {
-        inputs.push(input("guidance", vec![S]));
-    }
-    inputs.extend([
-        input("img_ids", vec![N, axes]),
-        input("txt_ids", vec![L, axes]),
-    ]);
-    inputs
+    Signature::of(config).inputs()
 }

@@ -1,13 +1,17 @@
 //! Model inputs: the typed contract of the ONNX inputs (names and shapes for a `FluxConfig`),
 //! and the calibration `InputSet` — the inputs the original blocks run on to capture the
 //! activations BRLL fits — either read from a `--calib` file (validated against the contract)
-//! or made up deterministically from a seed.
+//! or made up deterministically from a seed, and written back in the `--calib` format; and the
+//! conditioning file a sampler reads (`cond`).
 
+pub mod cond;
 pub mod contract;
 mod load;
+mod save;
 mod synthetic;
 
-pub use contract::{InputDim, ModelInput, model_inputs};
+pub use cond::Conditioning;
+pub use contract::{InputDim, ModelInput, Signature, model_inputs};
 pub use synthetic::{SYNTHETIC_GUIDANCE, SYNTHETIC_TEXT_STD};
 
 use crate::tensor::Tensor;

@@ -6,7 +6,7 @@ pub mod ort;
 pub mod staged;
 
 pub use self::ort::{
-    ExecutionProvider, LoadedModel, ORT_LIB_NAME, OrtBackend, ensure_initialized, run_model_bytes,
-    run_model_file,
+    ExecutionProvider, LoadedModel, ORT_LIB_NAME, OrtBackend, Port, ensure_initialized,
+    run_model_bytes, run_model_file,
 };
 pub use backend::{Backend, StageExecutable};

@@ -10,4 +10,4 @@ mod session;
 pub use backend::OrtBackend;
 pub use library::{ORT_LIB_NAME, ensure_initialized};
 pub use provider::{ExecutionProvider, cuda_available};
-pub use session::{LoadedModel, run_model_bytes, run_model_file};
+pub use session::{LoadedModel, Port, run_model_bytes, run_model_file};

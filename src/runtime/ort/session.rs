@@ -41,7 +41,39 @@ pub struct LoadedModel {
     name: String,
 }
 
+/// A graph input or output as the session declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    /// The element type, as ONNX Runtime names it (`Float32`, `Int64` …); `None` if not a tensor.
+    pub element: Option<String>,
+    /// The dimensions, -1 where dynamic; empty if not a tensor.
+    pub dims: Vec<i64>,
+}
+
 impl LoadedModel {
+    /// Builds a session for the model file at `path` (its external data resolves relative to the
+    /// model's folder) on the given execution provider.
+    pub fn from_file_on(
+        path: &Path,
+        threads: usize,
+        provider: ExecutionProvider,
+    ) -> Result<Self, RuntimeError> {
+        let name = path.display().to_string();
+        let session = commit(&name, threads, provider, |b| b.commit_from_file(path))?;
+        Ok(Self { session, name })
+    }
+
+    /// The graph's inputs, in order.
+    pub fn inputs(&self) -> Vec<Port> {
+        self.session.inputs().iter().map(port).collect()
+    }
+
+    /// The graph's outputs, in order.
+    pub fn outputs(&self) -> Vec<Port> {
+        self.session.outputs().iter().map(port).collect()
+    }
+
     /// Builds a session on the CPU from a serialized model with all weights embedded; `model`
     /// may be dropped afterwards (ONNX Runtime keeps its own copy of the weights).
     pub fn from_bytes(model: &[u8], threads: usize) -> Result<Self, RuntimeError> {
@@ -61,6 +93,15 @@ impl LoadedModel {
 
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RuntimeError> {
         run_session(&mut self.session, &self.name, inputs)
+    }
+}
+
+fn port(outlet: &::ort::value::Outlet) -> Port {
+    let ty = outlet.dtype();
+    Port {
+        name: outlet.name().to_string(),
+        element: ty.tensor_type().map(|t| format!("{t:?}")),
+        dims: ty.tensor_shape().map(|s| s.to_vec()).unwrap_or_default(),
     }
 }
 

@@ -1,0 +1,187 @@
+//! Calibration from trajectories (`--calib-cond`): the original model, retyped to f32 and run
+//! stage by stage in ONNX Runtime (`StagedRunner`, one block's weights at a time), samples each
+//! prompt of a conditioning file from seeded noise; the inputs it sees at steps spread over each
+//! trajectory (`sample::trajectories`) become the calibration set. Also `--calib-save` (the set,
+//! whatever its source, written in the `--calib` format) and the record of where the set came
+//! from, which the summary states.
+
+use super::guard;
+use crate::checkpoint::FluxCheckpoint;
+use crate::error::{Error, Result};
+use crate::fit::brll::{BrllOptions, calibration_inputs};
+use crate::inputs::{Conditioning, InputSet, Signature};
+use crate::ir::Graph;
+use crate::passes::retype;
+use crate::runtime::OrtBackend;
+use crate::runtime::staged::StagedRunner;
+use crate::sample::euler::resolve_guidance;
+use crate::sample::trajectories::record;
+use crate::sample::{Grid, SampleSpec, Schedule, StagedDenoiser};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// `--calib-cond COND --calib-size HxW --calib-steps N --calib-per-prompt K`.
+#[derive(Clone, Debug)]
+pub struct TrajectorySpec {
+    pub cond: PathBuf,
+    pub grid: Grid,
+    /// Euler steps per trajectory [`None`: 28 for models with a guidance embedding (FLUX.1-dev's
+    /// default), 4 otherwise (FLUX.1-schnell's)].
+    pub steps: Option<usize>,
+    /// Inputs recorded per prompt.
+    pub per_prompt: usize,
+    /// Prompt row p starts from the noise of `Rng::new(seed, p)`.
+    pub seed: u64,
+    /// `--calib-guidance` (guidance models only; default 3.5).
+    pub guidance: Option<f32>,
+}
+
+/// Where the calibration set came from (the summary says it).
+#[derive(Clone, Debug)]
+pub enum CalibrationSource {
+    /// Random inputs (`inputs::InputSet::synthetic`).
+    Synthetic,
+    /// `--calib FILE`.
+    File(PathBuf),
+    /// `--calib-cond`: the model's own trajectories.
+    Trajectories {
+        cond: PathBuf,
+        prompts: usize,
+        per_prompt: usize,
+        steps: usize,
+        grid: Grid,
+        seconds: f64,
+    },
+}
+
+/// What calibration was fed, and what `--calib-save` wrote.
+#[derive(Clone, Debug)]
+pub struct CalibrationRecord {
+    pub source: CalibrationSource,
+    /// `--calib-save`: the path and the number of samples written.
+    pub saved: Option<(PathBuf, usize)>,
+}
+
+/// Makes the calibration set of `brll` for `graph` (the lifted base model, no rewrite, no LoRA)
+/// when it must be made here — trajectories, or any set `save` is to write — and stores it in
+/// the returned options; otherwise returns them as they are.
+pub fn prepare(
+    ckpt: &FluxCheckpoint,
+    graph: &Graph,
+    brll: &BrllOptions,
+    trajectories: Option<&TrajectorySpec>,
+    save: Option<&PathBuf>,
+) -> Result<(BrllOptions, CalibrationRecord)> {
+    let mut brll = brll.clone();
+    if let Some(path) = save {
+        guard::refuse_to_overwrite_inputs(ckpt, path)?;
+        let inputs = [brll.calib.as_ref(), trajectories.map(|t| &t.cond)];
+        if inputs.into_iter().flatten().any(|i| same_file(i, path)) {
+            return Err(Error::Usage(format!(
+                "--calib-save {} would overwrite a calibration input; choose another path",
+                path.display()
+            )));
+        }
+    }
+    let source = match (trajectories, &brll.calib) {
+        (Some(spec), _) => {
+            let start = Instant::now();
+            let (set, prompts, steps) = sample_trajectories(ckpt, graph, &brll, spec)?;
+            brll.inputs = Some(set);
+            CalibrationSource::Trajectories {
+                cond: spec.cond.clone(),
+                prompts,
+                per_prompt: spec.per_prompt,
+                steps,
+                grid: spec.grid,
+                seconds: start.elapsed().as_secs_f64(),
+            }
+        }
+        (None, Some(path)) => CalibrationSource::File(path.clone()),
+        (None, None) => CalibrationSource::Synthetic,
+    };
+    let saved = match save {
+        Some(path) => {
+            let set = calibration_inputs(ckpt, &brll)?;
+            let mut metadata = BTreeMap::new();
+            metadata.insert("fastflux.calibration".to_string(), describe(&source));
+            set.save(path, &metadata)?;
+            let samples = set.samples;
+            brll.inputs = Some(set);
+            Some((path.clone(), samples))
+        }
+        None => None,
+    };
+    Ok((brll, CalibrationRecord { source, saved }))
+}
+
+/// Samples every prompt with the original model and records the inputs along the way.
+fn sample_trajectories(
+    ckpt: &FluxCheckpoint,
+    graph: &Graph,
+    brll: &BrllOptions,
+    spec: &TrajectorySpec,
+) -> Result<(InputSet, usize, usize)> {
+    let signature = Signature::of(&ckpt.config);
+    let cond = Conditioning::load(&spec.cond, &signature)?;
+    let guidance = resolve_guidance(&signature, spec.guidance)
+        .map_err(|e| Error::Usage(format!("--calib-guidance: {e}")))?;
+    let steps = spec
+        .steps
+        .unwrap_or(if signature.guidance { 28 } else { 4 });
+    let sample_spec = SampleSpec {
+        grid: spec.grid,
+        steps,
+        seed: spec.seed,
+        guidance,
+        schedule: Schedule::for_model(signature.guidance),
+    };
+    let f32_graph = retype::to_f32(graph)?;
+    let options = &brll.calibration;
+    let backend = OrtBackend::new(options.threads, options.provider)?;
+    let runner = StagedRunner::with_backend(&f32_graph, ckpt, backend, options.batch);
+    let mut model = StagedDenoiser::new(runner, signature);
+    let bar = match options.show_progress {
+        true => ProgressBar::new(steps as u64),
+        false => ProgressBar::hidden(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "trajectories of {} prompts {{bar:30}} {{pos}}/{{len}} steps ({{per_sec}}, eta {{eta}})",
+            cond.prompts
+        ))
+        .expect("valid template"),
+    );
+    let set = record(&mut model, &cond, &sample_spec, spec.per_prompt, &bar)?;
+    bar.finish_and_clear();
+    Ok((set, cond.prompts, steps))
+}
+
+/// One line on where a calibration set came from.
+pub fn describe(source: &CalibrationSource) -> String {
+    match source {
+        CalibrationSource::Synthetic => "synthetic random inputs".into(),
+        CalibrationSource::File(path) => format!("the calibration file {}", path.display()),
+        CalibrationSource::Trajectories {
+            cond,
+            prompts,
+            per_prompt,
+            steps,
+            grid,
+            ..
+        } => format!(
+            "the original model's own trajectories: {prompts} prompts of {}, {steps} Euler \
+             steps at {grid} image tokens, {per_prompt} inputs recorded per prompt",
+            cond.display()
+        ),
+    }
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}

@@ -1,0 +1,213 @@
+//! Calibration from trajectories (`--calib-cond`): the recorded set holds the model's inputs at
+//! the documented steps (seeded noise at the first, the schedule's sigmas), `--calib-save`
+//! writes it so that `--calib` reloads the same set and the same fits, and the summary says
+//! where the fits' inputs came from (plainly, when they were random).
+
+mod support;
+
+use fastflux::checkpoint::FluxCheckpoint;
+use fastflux::inputs::{InputSet, SyntheticSpec};
+use fastflux::rng::Rng;
+use fastflux::sample::Schedule;
+use fastflux::sample::trajectories::recorded_steps;
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use support::*;
+
+fn toy(file: &str) -> PathBuf {
+    shared().join("toy/digits").join(file)
+}
+
+fn toy_args(extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![toy("flux-bfl.safetensors").into()];
+    args.extend(["--axes-dim", "4,6,6", "-q", "--threads", "1"].map(OsString::from));
+    args.extend(extra.iter().map(OsString::from));
+    args
+}
+
+/// The ranking table of a `--plan` report.
+fn ranking(stdout: &str) -> &str {
+    &stdout[stdout.find("BRLL ranking").expect("a ranking table")..]
+}
+
+#[test]
+fn recorded_set_round_trips_through_calib_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("traj.safetensors");
+    let cond = toy("prompts.safetensors");
+    let (steps, per_prompt, seed) = (6, 2, 7);
+    let plan = compile_ok(&toy_args(&[
+        "--plan",
+        "--calib-cond",
+        cond.to_str().unwrap(),
+        "--calib-size",
+        "8x8",
+        "--calib-steps",
+        &steps.to_string(),
+        "--calib-per-prompt",
+        &per_prompt.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--calib-save",
+        saved.to_str().unwrap(),
+    ]));
+    assert!(plan.contains("own trajectories: 10 prompts"), "{plan}");
+    assert!(
+        plan.contains("20 samples; reload it with --calib"),
+        "{plan}"
+    );
+
+    let ckpt = FluxCheckpoint::open(&toy("flux-bfl.safetensors"), Some(vec![4, 6, 6])).unwrap();
+    let set = InputSet::load(&saved, &ckpt.config).unwrap();
+    assert_eq!(
+        (set.samples, set.image_tokens, set.text_tokens),
+        (20, 64, 8)
+    );
+    let sigmas = Schedule::Schnell.sigmas(steps, 64);
+    let timestep = &set.get("timestep").unwrap().data;
+    let hidden = &set.get("hidden_states").unwrap().data;
+    let text = &set.get("encoder_hidden_states").unwrap().data;
+    let prompts = fastflux::tensor::read_f32_tensors(&cond).unwrap();
+    let prompt_text = &prompts
+        .iter()
+        .find(|t| t.name == "encoder_hidden_states")
+        .unwrap();
+    let per = 64 * 4;
+    for p in 0..10 {
+        for (j, &k) in recorded_steps(steps, per_prompt, p, 10).iter().enumerate() {
+            let s = p * per_prompt + j;
+            assert_eq!(timestep[s], sigmas[k], "sample {s}: prompt {p}, step {k}");
+            assert_eq!(
+                &text[s * 256..(s + 1) * 256],
+                &prompt_text.data[p * 256..(p + 1) * 256],
+                "sample {s} is conditioned on prompt {p}"
+            );
+            if k == 0 {
+                let mut rng = Rng::new(seed, p as u64);
+                let noise: Vec<f32> = (0..per).map(|_| rng.normal() as f32).collect();
+                assert_eq!(&hidden[s * per..(s + 1) * per], &noise[..], "sample {s}");
+            }
+        }
+    }
+    // Reloaded with --calib, the set gives the same fits.
+    let reloaded = compile_ok(&toy_args(&["--plan", "--calib", saved.to_str().unwrap()]));
+    assert_eq!(ranking(&reloaded), ranking(&plan));
+}
+
+#[test]
+fn save_then_load_is_the_same_set() {
+    let ckpt = FluxCheckpoint::open(&toy("flux-bfl.safetensors"), Some(vec![4, 6, 6])).unwrap();
+    let spec = SyntheticSpec {
+        samples: 3,
+        image_tokens: 12,
+        text_tokens: 5,
+        seed: 2,
+    };
+    let set = InputSet::synthetic(&ckpt.config, &spec).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("set.safetensors");
+    set.save(&path, &BTreeMap::new()).unwrap();
+    assert_eq!(InputSet::load(&path, &ckpt.config).unwrap(), set);
+}
+
+#[test]
+fn the_summary_says_what_the_fits_were_judged_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.onnx");
+    let out = out.to_str().unwrap();
+    let synthetic = compile_ok(&toy_args(&["-o", out, "--replace", "double.1"]));
+    assert!(
+        synthetic.contains("synthetic random inputs: the fits were judged on random")
+            && synthetic.contains("--calib-cond"),
+        "{synthetic}"
+    );
+    let calib = toy("calib.safetensors");
+    let args = [
+        "-o",
+        out,
+        "--replace",
+        "double.1",
+        "--calib",
+        calib.to_str().unwrap(),
+    ];
+    let file = compile_ok(&toy_args(&args));
+    assert!(
+        file.contains("calibration file") && !file.contains("random"),
+        "{file}"
+    );
+    let cond = toy("prompts.safetensors");
+    let args = [
+        "-o",
+        out,
+        "--prune",
+        "0.2",
+        "--calib-cond",
+        cond.to_str().unwrap(),
+        "--calib-size",
+        "8x8",
+        "--calib-steps",
+        "4",
+        "--calib-per-prompt",
+        "2",
+    ];
+    let traj = compile_ok(&toy_args(&args));
+    assert!(
+        traj.contains("2 blocks replaced (20 calibration samples)"),
+        "{traj}"
+    );
+    assert!(
+        traj.contains("own trajectories") && !traj.contains("random"),
+        "{traj}"
+    );
+}
+
+#[test]
+fn calib_cond_needs_a_brll_flag_and_conflicts_with_calib() {
+    let cond = toy("prompts.safetensors");
+    let cond = cond.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.onnx");
+    let out = out.to_str().unwrap();
+    let alone = compile(&toy_args(&[
+        "-o",
+        out,
+        "--calib-cond",
+        cond,
+        "--calib-size",
+        "8x8",
+    ]));
+    assert_refused(&alone, &["--prune or --replace"]);
+    let calib = toy("calib.safetensors");
+    let both = compile(&toy_args(&[
+        "-o",
+        out,
+        "--prune",
+        "0.2",
+        "--calib-cond",
+        cond,
+        "--calib-size",
+        "8x8",
+        "--calib",
+        calib.to_str().unwrap(),
+    ]));
+    assert!(
+        !both.success && both.stderr.contains("cannot be used with"),
+        "{}",
+        both.stderr
+    );
+    let unsized_ = compile(&toy_args(&[
+        "-o",
+        out,
+        "--prune",
+        "0.2",
+        "--calib-cond",
+        cond,
+    ]));
+    assert!(
+        !unsized_.success && unsized_.stderr.contains("--calib-size"),
+        "{}",
+        unsized_.stderr
+    );
+    assert!(listing(dir.path()).is_empty());
+}
