@@ -24,6 +24,8 @@ use fastflux::metrics::relative_l2;
 use fastflux::passes::brll::{BlockFit, StreamFit, apply_fits};
 use fastflux::rng::Rng;
 use fastflux::runtime::run_model_file;
+use fastflux::sample::Grid;
+use fastflux::sample::png::write_grid;
 use fastflux::tensor::{Tensor, read_f32_tensors};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,19 +90,11 @@ fn inputs(cond: &[Tensor], x: Vec<f32>, s: Vec<f32>, classes: &[usize]) -> Vec<T
     ]
 }
 
-/// Token r·8+c, channel 2i+j ← pixel (2r+i, 2c+j) (the toy's README), and back.
+/// Token r·8+c, channel 2i+j ← pixel (2r+i, 2c+j) (the toy's README).
 fn pack(image: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; 256];
     for (r, c, q) in (0..8).flat_map(|r| (0..8).flat_map(move |c| (0..4).map(move |q| (r, c, q)))) {
         out[(r * 8 + c) * 4 + q] = image[(2 * r + q / 2) * 16 + 2 * c + q % 2];
-    }
-    out
-}
-
-fn unpack(tokens: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; 256];
-    for (r, c, q) in (0..8).flat_map(|r| (0..8).flat_map(move |c| (0..4).map(move |q| (r, c, q)))) {
-        out[(2 * r + q / 2) * 16 + 2 * c + q % 2] = tokens[(r * 8 + c) * 4 + q];
     }
     out
 }
@@ -164,31 +158,6 @@ fn score(model: &Path, held: &Held, reference: &[f32]) -> Res<(f64, f64)> {
         .sum::<f64>()
         / v.len() as f64;
     Ok((relative_l2(&v, reference), loss))
-}
-
-fn write_png(path: &Path, rows: &[Vec<f32>], columns: usize) -> Res<()> {
-    let (cell, gap) = (64usize, 4usize);
-    let (w, h) = (
-        columns * (cell + gap) + gap,
-        rows.len() * (cell + gap) + gap,
-    );
-    let mut pixels = vec![255u8; w * h];
-    for (r, row) in rows.iter().enumerate() {
-        for c in 0..columns {
-            let image = unpack(&row[c * 256..][..256]);
-            for (y, x) in (0..cell).flat_map(|y| (0..cell).map(move |x| (y, x))) {
-                let v = image[(y / 4) * 16 + x / 4].clamp(-1.0, 1.0);
-                let (py, px) = (gap + r * (cell + gap) + y, gap + c * (cell + gap) + x);
-                pixels[py * w + px] = ((v + 1.0) * 127.5).round() as u8;
-            }
-        }
-    }
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut encoder = png::Encoder::new(file, w as u32, h as u32);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.write_header()?.write_image_data(&pixels)?;
-    Ok(())
 }
 
 fn main() -> Res<()> {
@@ -366,7 +335,12 @@ fn main() -> Res<()> {
         eprintln!("{name}: every pair, best first: {}", listed.join("; "));
     }
     if let Some(path) = &a.png {
-        write_png(path, &grid, 10)?;
+        let rows: Vec<Tensor> = grid
+            .iter()
+            .map(|r| tensor("latent", &[10, 64, 4], r.clone()))
+            .collect();
+        let rows: Vec<&Tensor> = rows.iter().collect();
+        write_grid(path, &rows, Grid { rows: 8, cols: 8 }, 4)?;
         println!(
             "\nwrote {}: columns digits 0-9, 20 Euler steps from the same noise (seed {}); rows: {}",
             path.display(),
