@@ -1,0 +1,96 @@
+//! Packing the head layout away: the lifter's attention works on heads `[B,H,S,D]` between a
+//! ToHeads after the q/k/v projections and a FromHeads before the output projection. This
+//! fusion gives every value of that chain a twin on packed heads `[B,S,H·D]` (the projection's
+//! own layout) and moves the FromHeads' readers onto the twin, so the chain needs no transposes.
+
+use super::fused_name;
+use crate::error::Result;
+use crate::ir::{Graph, Op, Value};
+use crate::passes::{Patch, PatchValue};
+use std::collections::HashMap;
+
+/// ```text
+/// q = ToHeads{H}(x)                      → x itself
+/// RmsNorm{eps}(q, scale)                 → PackedRmsNorm{H, eps}(x, scale)
+/// Concat{axis 2}(a, b)   (on tokens)     → Concat{axis 1}(a', b')
+/// Rope(q, cos, sin)                      → PackedRope{H}(q', cos, sin)
+/// Attention(q, k, v)                     → PackedAttention{H}(q', k', v')
+/// y = FromHeads(o)                       → y's readers read o'
+/// ```
+/// A value gets a twin only when every head-layout input of its node has one, with one head
+/// count; a FromHeads whose input has none keeps its chain as it is (correct, not fused). The
+/// old chain is left to `apply`'s removal of dead nodes. One patch for the whole graph.
+pub(super) fn pack_heads(graph: &Graph) -> Result<Option<Patch>> {
+    let mut patch = Patch::default();
+    // Head-layout value → (its packed twin, the head count).
+    let mut twin: HashMap<Value, (PatchValue, usize)> = HashMap::new();
+    let mut merged = 0;
+    for n in graph.topo_order() {
+        let node = graph.node(n);
+        let ins = graph.inputs(n);
+        let out = Value { node: n, port: 0 };
+        match node.op {
+            Op::ToHeads { heads } => {
+                twin.insert(out, (PatchValue::Old(ins[0]), heads));
+                continue;
+            }
+            Op::FromHeads => {
+                if let Some(&(o, _)) = twin.get(&ins[0]) {
+                    patch.replace(out, o);
+                    merged += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let on_heads = inputs_on_heads(&node.op);
+        let Some((mut inputs, heads)) = twins_of(&twin, &ins[..on_heads.min(ins.len())]) else {
+            continue;
+        };
+        let Some(op) = packed_op(&node.op, heads) else {
+            continue;
+        };
+        inputs.extend(ins[on_heads..].iter().map(|&v| PatchValue::Old(v)));
+        let v = patch.add(op, fused_name(&node.name, "packed"), node.block, &inputs);
+        twin.insert(out, (v, heads));
+    }
+    Ok((merged > 0).then_some(patch))
+}
+
+/// How many leading inputs of `op` are on heads (the others pass as they are).
+fn inputs_on_heads(op: &Op) -> usize {
+    match op {
+        Op::RmsNorm { .. } | Op::Rope => 1,
+        Op::Concat { axis: 2 } => 2,
+        Op::Attention => 3,
+        _ => 0,
+    }
+}
+
+/// `op`'s form on packed heads.
+fn packed_op(op: &Op, heads: usize) -> Option<Op> {
+    Some(match op {
+        Op::RmsNorm { eps } => Op::PackedRmsNorm { heads, eps: *eps },
+        // Tokens are axis 2 of [B,H,S,D] and axis 1 of [B,S,H·D].
+        Op::Concat { axis: 2 } => Op::Concat { axis: 1 },
+        Op::Rope => Op::PackedRope { heads },
+        Op::Attention => Op::PackedAttention { heads },
+        _ => return None,
+    })
+}
+
+/// The twins of `values` when each has one, all with one head count.
+fn twins_of(
+    twin: &HashMap<Value, (PatchValue, usize)>,
+    values: &[Value],
+) -> Option<(Vec<PatchValue>, usize)> {
+    let found: Vec<(PatchValue, usize)> = values
+        .iter()
+        .map(|v| twin.get(v).copied())
+        .collect::<Option<_>>()?;
+    let heads = found.first()?.1;
+    found
+        .iter()
+        .all(|&(_, h)| h == heads)
+        .then(|| (found.iter().map(|&(p, _)| p).collect(), heads))
+}
