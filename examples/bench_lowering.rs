@@ -204,15 +204,15 @@ fn in_children(a: &Args) -> Res<()> {
         median(&peaks[0]) / median(&peaks[1]),
         median(&ms[0]) / median(&ms[1])
     );
-    agreement(&cuda, &portable);
+    agreement(&cuda, &portable, "portable");
     Ok(())
 }
 
-fn agreement(cuda: &[f32], portable: &[f32]) {
+fn agreement(cuda: &[f32], other: &[f32], other_name: &str) {
     println!(
-        "outputs: relative L2 of cuda vs portable {:.3e}, cosine {:.9}",
-        relative_l2(cuda, portable),
-        cosine(cuda, portable)
+        "outputs: relative L2 of cuda vs {other_name} {:.3e}, cosine {:.9}",
+        relative_l2(cuda, other),
+        cosine(cuda, other)
     );
 }
 
@@ -270,8 +270,7 @@ fn in_one_process(a: &Args) -> Res<()> {
             median(&times[0]) / median(&times[k]),
             median(&ratios)
         );
-        print!("vs {}: ", names[k]);
-        agreement(&outputs[0], &outputs[k]);
+        agreement(&outputs[0], &outputs[k], &names[k]);
     }
     Ok(())
 }
