@@ -94,3 +94,101 @@ fn twins_of(
         .all(|&(_, h)| h == heads)
         .then(|| (found.iter().map(|&(p, _)| p).collect(), heads))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+    use crate::ir::{Dim, TensorType, Weight, WeightData};
+    use crate::passes::apply;
+    use std::sync::Arc;
+
+    /// x `[B,S,8]` → ToHeads{2} → RmsNorm → Rope → Attention(q, q, v) → FromHeads → `out`;
+    /// `extra` also feeds the rotated heads to a node the fusion does not know.
+    fn chain(extra: bool) -> Graph {
+        let mut g = Graph::new();
+        let input = |g: &mut Graph, name: &str, shape: Vec<Dim>| {
+            let ty = TensorType::new(DType::F32, shape);
+            let op = Op::Input {
+                name: name.into(),
+                ty,
+            };
+            g.add1(op, name, None, &[]).unwrap()
+        };
+        let (b, s) = (Dim::sym("B"), Dim::sym("S"));
+        let x = input(&mut g, "x", vec![b.clone(), s.clone(), Dim::Known(8)]);
+        let cos = input(&mut g, "cos", vec![s.clone(), Dim::Known(2)]);
+        let sin = input(&mut g, "sin", vec![s, Dim::Known(2)]);
+        let data = WeightData::Owned(Arc::new(vec![1.0; 4]));
+        let scale = Op::Weight(Weight::new("scale", vec![4], DType::F32, data));
+        let scale = g.add1(scale, "scale", None, &[]).unwrap();
+        let q = g.add1(Op::ToHeads { heads: 2 }, "q", None, &[x]).unwrap();
+        let q = g
+            .add1(Op::RmsNorm { eps: 1e-6 }, "norm", None, &[q, scale])
+            .unwrap();
+        let q = g.add1(Op::Rope, "rope", None, &[q, cos, sin]).unwrap();
+        let v = g.add1(Op::ToHeads { heads: 2 }, "v", None, &[x]).unwrap();
+        let o = g.add1(Op::Attention, "attn", None, &[q, q, v]).unwrap();
+        let out = g.add1(Op::FromHeads, "merge", None, &[o]).unwrap();
+        g.output("out", out);
+        if extra {
+            let other = g.add1(Op::Silu, "unknown", None, &[q]).unwrap();
+            g.output("other", other);
+        }
+        g
+    }
+
+    fn kinds(g: &Graph) -> Vec<&'static str> {
+        g.topo_order()
+            .into_iter()
+            .map(|n| g.node(n).op.kind().name())
+            .collect()
+    }
+
+    #[test]
+    fn the_head_chain_becomes_packed_ops_with_no_layout_changes() {
+        let mut g = chain(false);
+        let patch = pack_heads(&g).unwrap().expect("a chain to pack");
+        apply(&mut g, patch).unwrap();
+        let kinds = kinds(&g);
+        for gone in ["ToHeads", "FromHeads", "RmsNorm", "Rope", "Attention"] {
+            assert!(!kinds.contains(&gone), "{gone} left: {kinds:?}");
+        }
+        for packed in ["PackedRmsNorm", "PackedRope", "PackedAttention"] {
+            assert!(kinds.contains(&packed), "{packed} missing: {kinds:?}");
+        }
+        let out = g.outputs[0].1;
+        assert_eq!(g.ty(out).to_string(), "f32[B,S,8]");
+        assert_eq!(g.node(out.node).op.kind().name(), "PackedAttention");
+    }
+
+    #[test]
+    fn a_head_value_read_elsewhere_keeps_its_chain_for_that_reader() {
+        let mut g = chain(true);
+        let patch = pack_heads(&g).unwrap().expect("a chain to pack");
+        apply(&mut g, patch).unwrap();
+        let kinds = kinds(&g);
+        // The attention is packed; the rotated heads the unknown reader needs stay computed.
+        assert!(kinds.contains(&"PackedAttention"), "{kinds:?}");
+        assert!(
+            kinds.contains(&"Rope") && kinds.contains(&"ToHeads"),
+            "{kinds:?}"
+        );
+        let other = g.outputs[1].1;
+        assert_eq!(g.node(other.node).op.kind().name(), "Silu");
+    }
+
+    #[test]
+    fn nothing_on_heads_means_no_patch() {
+        let mut g = Graph::new();
+        let ty = TensorType::new(DType::F32, vec![Dim::Known(1), Dim::Known(4)]);
+        let op = Op::Input {
+            name: "x".into(),
+            ty,
+        };
+        let x = g.add1(op, "x", None, &[]).unwrap();
+        let y = g.add1(Op::Silu, "y", None, &[x]).unwrap();
+        g.output("y", y);
+        assert!(pack_heads(&g).unwrap().is_none());
+    }
+}
