@@ -109,9 +109,10 @@ fn f16_export_matches_diffusers_within_f16_rounding() {
     let model = export_tiny(dir.path(), "f16", "cuda");
     let (_, reference) = golden_io("expected.safetensors");
     let error = relative_l2(&run_golden(&model), &reference);
-    // f16 rounds weights and activations to 2⁻¹¹ ≈ 4.9e-4 relative; 6.2e-4 is measured. Four
-    // unit roundoffs leave room for accumulation order, and are far below what a wrong op
-    // (a swapped half, a missing gate) does to the output (order 1).
+    // f16 rounds weights and activations to 2⁻¹¹ ≈ 4.9e-4 relative; 7.3e-4 is measured for the
+    // fused cuda lowering (6.2e-4 for portable). Four unit roundoffs leave room for accumulation
+    // order, and are far below what a wrong op (a swapped half, a missing gate) does to the
+    // output (order 1).
     assert!(
         error < 4.0 * 2f64.powi(-11),
         "f16 relative L2 error {error:.3e}"

@@ -12,8 +12,8 @@
 //! - LayerNorm followed by modulation is one `LayerNormalization` with scale `1 + scale` and
 //!   bias `shift`, both `[B,1,C]` (`cuda/norm.rs`);
 //! - every `x Wᵀ` is one `FusedMatMul(transB=1)`, which multiplies by the `[out, in]` weight as
-//!   stored, with no transposed copy at load time; the bias stays an `Add`: ONNX Runtime has no
-//!   MatMul-with-bias kernel for 3-D inputs, and its CUDA `FusedMatMul` has no bias epilogue;
+//!   stored, with no transposed copy at load time; the bias stays an `Add`: `FusedMatMul` takes
+//!   no bias, and a `Gemm` (which does) would need the tokens flattened to 2-D and back;
 //! - a Linear followed by GELU(tanh) (the double blocks' MLPs) is `FusedMatMul` then
 //!   `FastGelu(x, bias)`: the tanh GELU with the bias added inside the kernel, one pass over
 //!   the 4h-wide activation instead of two. It is exactly what ONNX Runtime's own optimizer makes
