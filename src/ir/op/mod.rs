@@ -76,6 +76,29 @@ pub enum Op {
         axes_dim: Vec<usize>,
         theta: u32,
     },
+    // The fused forms below are made by a target's rewrite before lowering (see
+    // `onnx::lower::fuse`), never by the lifter: heads stay packed in the last axis,
+    // `[B,S,H·D]`, so no head transposes are needed.
+    /// RmsNorm of each head of packed heads: (x `[B,S,H·D]`, scale `[D]`).
+    PackedRmsNorm {
+        heads: usize,
+        eps: f32,
+    },
+    /// Rope on packed heads: (x `[B,S,H·D]`, cos `[S,D/2]`, sin `[S,D/2]`).
+    PackedRope {
+        heads: usize,
+    },
+    /// Attention on packed heads: (q, k, v `[B,S,H·D]`) → `[B,S,H·D]`.
+    PackedAttention {
+        heads: usize,
+    },
+    /// LayerNorm followed by Modulate: `(1 + scale)·LN(x) + shift`, (x `[B,S,h]`, shift `[B,h]`,
+    /// scale `[B,h]`).
+    ModulatedLayerNorm {
+        eps: f32,
+    },
+    /// Linear followed by GeluTanh: `gelu(x Wᵀ + b)`, (x `[…, in]`, w `[out, in]`, b `[out]`).
+    LinearGeluTanh,
 }
 
 /// An op's kind without its parameters: what the text dump prints and what a lowering is
@@ -103,11 +126,16 @@ pub enum OpKind {
     Attention,
     TimestepEmbedding,
     RopeTable,
+    PackedRmsNorm,
+    PackedRope,
+    PackedAttention,
+    ModulatedLayerNorm,
+    LinearGeluTanh,
 }
 
 impl OpKind {
     /// Every kind, in declaration order.
-    pub const ALL: [OpKind; 21] = [
+    pub const ALL: [OpKind; 26] = [
         OpKind::Input,
         OpKind::Weight,
         OpKind::Cast,
@@ -129,6 +157,11 @@ impl OpKind {
         OpKind::Attention,
         OpKind::TimestepEmbedding,
         OpKind::RopeTable,
+        OpKind::PackedRmsNorm,
+        OpKind::PackedRope,
+        OpKind::PackedAttention,
+        OpKind::ModulatedLayerNorm,
+        OpKind::LinearGeluTanh,
     ];
 
     /// The kind's name in the text dump and in error messages.
@@ -155,6 +188,11 @@ impl OpKind {
             OpKind::Attention => "Attention",
             OpKind::TimestepEmbedding => "TimestepEmbedding",
             OpKind::RopeTable => "RopeTable",
+            OpKind::PackedRmsNorm => "PackedRmsNorm",
+            OpKind::PackedRope => "PackedRope",
+            OpKind::PackedAttention => "PackedAttention",
+            OpKind::ModulatedLayerNorm => "ModulatedLayerNorm",
+            OpKind::LinearGeluTanh => "LinearGeluTanh",
         }
     }
 }
@@ -189,6 +227,11 @@ impl Op {
             Op::Attention => OpKind::Attention,
             Op::TimestepEmbedding { .. } => OpKind::TimestepEmbedding,
             Op::RopeTable { .. } => OpKind::RopeTable,
+            Op::PackedRmsNorm { .. } => OpKind::PackedRmsNorm,
+            Op::PackedRope { .. } => OpKind::PackedRope,
+            Op::PackedAttention { .. } => OpKind::PackedAttention,
+            Op::ModulatedLayerNorm { .. } => OpKind::ModulatedLayerNorm,
+            Op::LinearGeluTanh => OpKind::LinearGeluTanh,
         }
     }
 
@@ -203,6 +246,9 @@ impl Op {
             Op::Concat { axis } | Op::SplitLike { axis } => format!("axis={axis}"),
             Op::TimestepEmbedding { dim, scale } => format!("dim={dim} scale={scale}"),
             Op::RopeTable { axes_dim, theta } => format!("axes={axes_dim:?} theta={theta}"),
+            Op::PackedRmsNorm { heads, eps } => format!("heads={heads} eps={eps:e}"),
+            Op::PackedRope { heads } | Op::PackedAttention { heads } => format!("heads={heads}"),
+            Op::ModulatedLayerNorm { eps } => format!("eps={eps:e}"),
             _ => String::new(),
         }
     }

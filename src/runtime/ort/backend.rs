@@ -10,10 +10,11 @@ use crate::onnx::{self, Target};
 use crate::runtime::backend::{Backend, StageExecutable};
 use crate::tensor::Tensor;
 
-/// How stages are lowered for ONNX Runtime. Both its CPU and its CUDA provider have the contrib
-/// kernels `Target::Cuda` uses (FusedMatMul with a transposed weight), so either provider runs
-/// the same lowering; calibration then computes what it always has, and the fitted matrices,
-/// hence the compiled model, stay bit-identical.
+/// How stages are lowered for ONNX Runtime. Both its CPU and its CUDA provider have f32 kernels
+/// of every contrib op `Target::Cuda` emits (FusedMatMul, MultiHeadAttention, RotaryEmbedding,
+/// BranchwiseRMSNorm, FastGelu), and calibration runs in f32, so either provider runs the same
+/// fused lowering the compiled model ships: a block's activations are computed as the export
+/// will compute them.
 const LOWERING: Target = Target::Cuda;
 
 /// ONNX Runtime on this host.
