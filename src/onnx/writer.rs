@@ -8,8 +8,11 @@ use crate::error::{Error, Result};
 use crate::io::AtomicFile;
 use crate::ir::{TensorStore, Weight};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// ONNX's own convention (`onnx.save_model`'s defaults): tensors of 1 MiB or more start at a
@@ -101,41 +104,95 @@ pub fn write_weights(
     );
     let data_path = PathBuf::from(location);
     let mut out = BufWriter::with_capacity(8 << 20, file);
+    let mut sources = Sources::default();
     let mut offset = 0u64;
     let mut buffer = Vec::new();
     let mut initializers = Vec::with_capacity(weights.len());
     for (i, weight) in weights.iter().enumerate() {
-        buffer.clear();
-        weight.write_bytes(store, &mut buffer)?;
-        if buffer.len() != weight.byte_len() {
-            return Err(Error::Internal(format!(
-                "weight `{}` produced {} bytes, expected {}",
-                weight.name,
-                buffer.len(),
-                weight.byte_len()
-            )));
-        }
-        if buffer.len() >= ALIGN_THRESHOLD && !offset.is_multiple_of(ALIGNMENT) {
+        let len = weight.byte_len() as u64;
+        if len >= ALIGN_THRESHOLD as u64 && !offset.is_multiple_of(ALIGNMENT) {
             let pad = ALIGNMENT - offset % ALIGNMENT;
             out.write_all(&vec![0u8; pad as usize])
                 .map_err(|e| Error::io(&data_path, e))?;
             offset += pad;
         }
-        out.write_all(&buffer)
-            .map_err(|e| Error::io(&data_path, e))?;
-        initializers.push(external_initializer(
-            weight,
-            location,
-            offset,
-            buffer.len() as u64,
-        ));
-        offset += buffer.len() as u64;
-        bar.inc(buffer.len() as u64);
+        match weight.file_extents(store) {
+            // Bytes already in the export type, in files: copied file to file by the kernel
+            // (`io::copy` between `File`s is `copy_file_range` on Linux), never mapped in.
+            Some(extents) => {
+                let found: u64 = extents.iter().map(|(_, r)| r.end - r.start).sum();
+                if found != len {
+                    return Err(Error::Internal(format!(
+                        "weight `{}` lies in {found} stored bytes, expected {len}",
+                        weight.name
+                    )));
+                }
+                out.flush().map_err(|e| Error::io(&data_path, e))?;
+                for (path, range) in extents {
+                    sources.copy(path, range, out.get_mut(), &data_path)?;
+                }
+            }
+            None => {
+                buffer.clear();
+                weight.write_bytes(store, &mut buffer)?;
+                if buffer.len() as u64 != len {
+                    return Err(Error::Internal(format!(
+                        "weight `{}` produced {} bytes, expected {len}",
+                        weight.name,
+                        buffer.len(),
+                    )));
+                }
+                out.write_all(&buffer)
+                    .map_err(|e| Error::io(&data_path, e))?;
+            }
+        }
+        initializers.push(external_initializer(weight, location, offset, len));
+        offset += len;
+        bar.inc(len);
         bar.set_message(format!("{}/{} tensors", i + 1, weights.len()));
     }
     out.flush().map_err(|e| Error::io(&data_path, e))?;
     bar.finish_and_clear();
     Ok((initializers, offset))
+}
+
+/// The stored files weights are copied from, each opened once.
+#[derive(Default)]
+struct Sources {
+    open: HashMap<PathBuf, File>,
+}
+
+impl Sources {
+    /// Appends bytes `range` of the file at `path` to `out` (the data file, `data_path`).
+    fn copy(
+        &mut self,
+        path: &Path,
+        range: Range<u64>,
+        out: &mut File,
+        data_path: &Path,
+    ) -> Result<()> {
+        let source = match self.open.entry(path.to_owned()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(File::open(path).map_err(|err| Error::io(path, err))?),
+        };
+        source
+            .seek(SeekFrom::Start(range.start))
+            .map_err(|e| Error::io(path, e))?;
+        let want = range.end - range.start;
+        let copied =
+            std::io::copy(&mut (&*source).take(want), out).map_err(|e| Error::io(data_path, e))?;
+        if copied != want {
+            return Err(Error::file(
+                path,
+                format!(
+                    "ended {} bytes into a tensor at byte {} of {want}: the file was truncated \
+                     while it was being compiled",
+                    copied, range.start
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn external_initializer(weight: &Weight, location: &str, offset: u64, length: u64) -> TensorProto {
