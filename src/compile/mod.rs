@@ -180,7 +180,10 @@ pub fn export(
         show_progress: options.show_progress,
         metadata,
     };
-    onnx::export(&compiled.graph, &compiled.ckpt, output, &export)
+    // Export-time rewrites, on a copy: the IR that calibration and `--verify` ran stays as it is.
+    let mut graph = compiled.graph.clone();
+    passes::collapse::run(&mut graph, &compiled.ckpt)?;
+    onnx::export(&graph, &compiled.ckpt, output, &export)
 }
 
 /// Compiles and writes the model: the steps in order, after checking that no output would

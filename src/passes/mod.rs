@@ -3,6 +3,7 @@
 //! what the end-of-run summary reports.
 
 pub mod brll;
+pub mod collapse;
 pub mod lora;
 mod patch;
 pub mod retype;
