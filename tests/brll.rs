@@ -392,7 +392,10 @@ fn a_run_of_replaced_single_blocks_exports_as_one_linear() {
         "{names}"
     );
     for i in 1..=3 {
-        assert!(!names.contains(&format!("single_blocks.{i}.brll")), "{names}");
+        assert!(
+            !names.contains(&format!("single_blocks.{i}.brll")),
+            "{names}"
+        );
     }
 }
 

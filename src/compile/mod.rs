@@ -183,6 +183,7 @@ pub fn export(
     // Export-time rewrites, on a copy: the IR that calibration and `--verify` ran stays as it is.
     let mut graph = compiled.graph.clone();
     passes::collapse::run(&mut graph, &compiled.ckpt)?;
+    passes::f16_range::run(&mut graph)?;
     onnx::export(&graph, &compiled.ckpt, output, &export)
 }
 

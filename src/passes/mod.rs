@@ -4,6 +4,7 @@
 
 pub mod brll;
 pub mod collapse;
+pub mod f16_range;
 pub mod lora;
 mod patch;
 pub mod retype;

@@ -41,6 +41,10 @@ pub enum Op {
     /// The residual update `x + gate·branch`: (x `[B,S,h]`, gate `[B,h]`, branch `[B,S,h]`).
     GatedResidual,
     Add,
+    /// Clamps to `[−limit, limit]`: where an f16 model's residual stream would overflow.
+    Clip {
+        limit: f32,
+    },
     Silu,
     /// gelu with the tanh approximation, as FLUX's MLPs use it.
     GeluTanh,
@@ -92,6 +96,7 @@ pub enum OpKind {
     Modulate,
     GatedResidual,
     Add,
+    Clip,
     Silu,
     GeluTanh,
     Split,
@@ -107,7 +112,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind, in declaration order.
-    pub const ALL: [OpKind; 21] = [
+    pub const ALL: [OpKind; 22] = [
         OpKind::Input,
         OpKind::Weight,
         OpKind::Cast,
@@ -118,6 +123,7 @@ impl OpKind {
         OpKind::Modulate,
         OpKind::GatedResidual,
         OpKind::Add,
+        OpKind::Clip,
         OpKind::Silu,
         OpKind::GeluTanh,
         OpKind::Split,
@@ -144,6 +150,7 @@ impl OpKind {
             OpKind::Modulate => "Modulate",
             OpKind::GatedResidual => "GatedResidual",
             OpKind::Add => "Add",
+            OpKind::Clip => "Clip",
             OpKind::Silu => "Silu",
             OpKind::GeluTanh => "GeluTanh",
             OpKind::Split => "Split",
@@ -178,6 +185,7 @@ impl Op {
             Op::Modulate => OpKind::Modulate,
             Op::GatedResidual => OpKind::GatedResidual,
             Op::Add => OpKind::Add,
+            Op::Clip { .. } => OpKind::Clip,
             Op::Silu => OpKind::Silu,
             Op::GeluTanh => OpKind::GeluTanh,
             Op::Split { .. } => OpKind::Split,
@@ -196,6 +204,7 @@ impl Op {
     pub fn attributes(&self) -> String {
         match self {
             Op::Cast { to } => format!("to={to}"),
+            Op::Clip { limit } => format!("limit={limit}"),
             Op::LinearResidual { conditioned: true } => "conditioned".into(),
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => format!("eps={eps:e}"),
             Op::Split { sizes } => format!("sizes={sizes:?}"),
