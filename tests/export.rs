@@ -101,6 +101,34 @@ fn cuda_execution_provider_places_every_node() {
         out.status.success(),
         "BRLL export: nodes off the CUDA execution provider:\n{text}"
     );
+    // Collapsed runs of plain fits (one Linear per stream) in f16, with the f16 clamps.
+    let collapsed = dir.path().join("collapsed-f16.onnx");
+    compile_ok(&[
+        ckpt.to_str().unwrap(),
+        "-o",
+        collapsed.to_str().unwrap(),
+        "--dtype",
+        "f16",
+        "--replace",
+        "double.0,double.1,single.1-3",
+        "--calib-samples",
+        "2",
+        "--calib-image-tokens",
+        "16",
+        "--calib-text-tokens",
+        "8",
+        "-q",
+    ]);
+    let out = std::process::Command::new("bash")
+        .arg(&tool)
+        .arg(&collapsed)
+        .output()
+        .expect("placement tool runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "collapsed f16 export: nodes off the CUDA execution provider:\n{text}"
+    );
 }
 
 #[test]
