@@ -352,3 +352,93 @@ fn weight(
     let w = Weight::new(full.clone(), shape, dtype, data);
     patch.add(Op::Weight(w), full, block, &[])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::types::{Dim, TensorType};
+    use crate::ir::{Piece, StoredTensor};
+
+    /// Owned weights only: nothing to read.
+    struct NoStore;
+
+    impl TensorStore for NoStore {
+        fn piece_bytes(&self, piece: &Piece) -> Result<(&[u8], DType)> {
+            Err(Error::Internal(format!("no store: {}", piece.key)))
+        }
+        fn release(&self, _: &StoredTensor) {}
+    }
+
+    fn weight(g: &mut Graph, name: &str, shape: Vec<usize>, values: Vec<f32>) -> Value {
+        let w = Weight::new(name, shape, DType::F32, WeightData::Owned(Arc::new(values)));
+        g.add1(Op::Weight(w), name, None, &[]).unwrap()
+    }
+
+    fn values(g: &Graph, v: Value) -> Vec<f32> {
+        match &g.node(v.node).op {
+            Op::Weight(w) => w.to_f32(&NoStore).unwrap(),
+            op => panic!("not a weight: {:?}", op.kind()),
+        }
+    }
+
+    #[test]
+    fn two_fitted_blocks_become_one_product_with_the_shortcut_folded() {
+        // y = x + x W₁ᵀ + b₁, z = y + y W₂ᵀ + b₂, worked by hand:
+        //   I+W₁ = [[2, 1], [0, 1]], I+W₂ = [[1, 0], [3, 1]],
+        //   (I+W₂)(I+W₁) = [[2, 1], [6, 4]],  (I+W₂) b₁ + b₂ = [1, 3] + [0, 1] = [1, 4].
+        let mut g = Graph::new();
+        let ty = TensorType::new(
+            DType::F32,
+            vec![Dim::Known(1), Dim::Known(3), Dim::Known(2)],
+        );
+        let x = g
+            .add1(
+                Op::Input {
+                    name: "x".into(),
+                    ty,
+                },
+                "x",
+                None,
+                &[],
+            )
+            .unwrap();
+        let mut y = x;
+        for (i, (w, b)) in [
+            (vec![1.0, 1.0, 0.0, 0.0], vec![1.0, 0.0]),
+            (vec![0.0, 0.0, 3.0, 0.0], vec![0.0, 1.0]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let block = Some(BlockId::Single(i));
+            let name = format!("single_blocks.{i}.brll");
+            let w = weight(&mut g, &format!("{name}.weight"), vec![2, 2], w);
+            let b = weight(&mut g, &format!("{name}.bias"), vec![2], b);
+            let op = Op::LinearResidual { conditioned: false };
+            y = g.add1(op, name, block, &[y, w, b]).unwrap();
+        }
+        g.output("out", y);
+
+        let report = run(&mut g, &NoStore).unwrap();
+        assert_eq!(
+            report,
+            CollapseReport {
+                composed: 2,
+                folded: 1
+            }
+        );
+        let out = g.outputs[0].1;
+        let node = g.node(out.node);
+        assert_eq!(node.name, "single_blocks.0-1.brll.affine");
+        assert!(matches!(node.op, Op::Linear));
+        let ins = g.inputs(out.node);
+        assert_eq!(ins[0], x);
+        assert_eq!(values(&g, ins[1]), [2.0, 1.0, 6.0, 4.0]);
+        assert_eq!(values(&g, ins[2]), [1.0, 4.0]);
+        assert_eq!(
+            g.graph.node_count(),
+            4,
+            "x, the product's weight and bias, the product"
+        );
+    }
+}
