@@ -41,6 +41,10 @@ pub enum Op {
     /// The residual update `x + gate·branch`: (x `[B,S,h]`, gate `[B,h]`, branch `[B,S,h]`).
     GatedResidual,
     Add,
+    /// Clamps to `[−limit, limit]`: where an f16 model's residual stream would overflow.
+    Clip {
+        limit: f32,
+    },
     Silu,
     /// gelu with the tanh approximation, as FLUX's MLPs use it.
     GeluTanh,
@@ -115,6 +119,7 @@ pub enum OpKind {
     Modulate,
     GatedResidual,
     Add,
+    Clip,
     Silu,
     GeluTanh,
     Split,
@@ -135,7 +140,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every kind, in declaration order.
-    pub const ALL: [OpKind; 26] = [
+    pub const ALL: [OpKind; 27] = [
         OpKind::Input,
         OpKind::Weight,
         OpKind::Cast,
@@ -146,6 +151,7 @@ impl OpKind {
         OpKind::Modulate,
         OpKind::GatedResidual,
         OpKind::Add,
+        OpKind::Clip,
         OpKind::Silu,
         OpKind::GeluTanh,
         OpKind::Split,
@@ -177,6 +183,7 @@ impl OpKind {
             OpKind::Modulate => "Modulate",
             OpKind::GatedResidual => "GatedResidual",
             OpKind::Add => "Add",
+            OpKind::Clip => "Clip",
             OpKind::Silu => "Silu",
             OpKind::GeluTanh => "GeluTanh",
             OpKind::Split => "Split",
@@ -216,6 +223,7 @@ impl Op {
             Op::Modulate => OpKind::Modulate,
             Op::GatedResidual => OpKind::GatedResidual,
             Op::Add => OpKind::Add,
+            Op::Clip { .. } => OpKind::Clip,
             Op::Silu => OpKind::Silu,
             Op::GeluTanh => OpKind::GeluTanh,
             Op::Split { .. } => OpKind::Split,
@@ -239,6 +247,7 @@ impl Op {
     pub fn attributes(&self) -> String {
         match self {
             Op::Cast { to } => format!("to={to}"),
+            Op::Clip { limit } => format!("limit={limit}"),
             Op::LinearResidual { conditioned: true } => "conditioned".into(),
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => format!("eps={eps:e}"),
             Op::Split { sizes } => format!("sizes={sizes:?}"),

@@ -36,7 +36,9 @@ impl Op {
             )]),
             Op::Cast { to } => Ok(vec![i[0].with_dtype(*to)]),
             // Elementwise on one tensor: the output is typed as the input.
-            Op::LayerNorm { .. } | Op::Silu | Op::GeluTanh => Ok(vec![i[0].clone()]),
+            Op::LayerNorm { .. } | Op::Clip { .. } | Op::Silu | Op::GeluTanh => {
+                Ok(vec![i[0].clone()])
+            }
             Op::Linear | Op::LinearGeluTanh => one(linear::linear(kind, i[0], i[1], i[2])),
             Op::LinearResidual { conditioned } => {
                 let condition = conditioned.then(|| (i[3], i[4]));
@@ -73,6 +75,7 @@ fn arity(op: &Op) -> usize {
         Op::Input { .. } | Op::Weight(_) => 0,
         Op::Cast { .. }
         | Op::LayerNorm { .. }
+        | Op::Clip { .. }
         | Op::Silu
         | Op::GeluTanh
         | Op::Split { .. }
