@@ -15,8 +15,8 @@ use fastflux::inputs::{Conditioning, Signature};
 use fastflux::io::SafetensorsFile;
 use fastflux::metrics::relative_l2;
 use fastflux::rng::Rng;
-use fastflux::runtime::ExecutionProvider;
 use fastflux::runtime::staged::StagedRunner;
+use fastflux::runtime::{ExecutionProvider, OrtBackend};
 use fastflux::sample::schedule::mu;
 use fastflux::sample::{
     Denoiser, Grid, OnnxDenoiser, SampleSpec, Schedule, StagedDenoiser, sample,
@@ -219,11 +219,21 @@ fn the_compiled_model_and_the_staged_original_sample_alike() {
     let mut onnx = OnnxDenoiser::open(toy_onnx(), 1, ExecutionProvider::Cpu, 3).unwrap();
     assert_eq!(onnx.signature(), signature, "read off the ONNX file");
     let a = sample(&mut onnx, &cond, &spec, &hidden, |_| Ok(())).unwrap();
-    let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 4, 1);
-    let mut staged = StagedDenoiser::new(runner, signature);
-    let b = sample(&mut staged, &cond, &spec, &hidden, |_| Ok(())).unwrap();
-    let error = relative_l2(&a.latents.data, &b.latents.data);
-    assert!(error < 1e-4, "relative L2 {error:.2e}");
+    // Reloading every stage each step, and keeping them loaded, compute the same.
+    for keep in [false, true] {
+        let (graph, ckpt) = (&compiled.graph, &compiled.ckpt);
+        let runner = match keep {
+            false => StagedRunner::new(graph, ckpt, 4, 1),
+            true => {
+                let backend = OrtBackend::cpu(1).without_spinning();
+                StagedRunner::with_backend(graph, ckpt, backend, 4).keep_loaded()
+            }
+        };
+        let mut staged = StagedDenoiser::new(runner, signature);
+        let b = sample(&mut staged, &cond, &spec, &hidden, |_| Ok(())).unwrap();
+        let error = relative_l2(&a.latents.data, &b.latents.data);
+        assert!(error < 1e-4, "keep loaded {keep}: relative L2 {error:.2e}");
+    }
 }
 
 #[test]

@@ -22,6 +22,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// Models whose f32 weights are at most this large keep every stage loaded between the
+/// sampling steps of trajectory calibration; larger ones are reloaded block by block each step.
+pub const KEEP_LOADED_BYTES: usize = 4 << 30;
+
 /// `--calib-cond COND --calib-size HxW --calib-steps N --calib-per-prompt K`.
 #[derive(Clone, Debug)]
 pub struct TrajectorySpec {
@@ -141,7 +145,16 @@ fn sample_trajectories(
     let f32_graph = retype::to_f32(graph)?;
     let options = &brll.calibration;
     let backend = OrtBackend::new(options.threads, options.provider)?;
-    let runner = StagedRunner::with_backend(&f32_graph, ckpt, backend, options.batch);
+    // Every step runs every stage: keep them loaded when the f32 weights fit comfortably,
+    // else reload block by block each step (one block's weights in memory at a time).
+    let keep = f32_graph.parameters() * 4 <= KEEP_LOADED_BYTES;
+    let runner = match keep {
+        true => {
+            StagedRunner::with_backend(&f32_graph, ckpt, backend.without_spinning(), options.batch)
+                .keep_loaded()
+        }
+        false => StagedRunner::with_backend(&f32_graph, ckpt, backend, options.batch),
+    };
     let mut model = StagedDenoiser::new(runner, signature);
     let bar = match options.show_progress {
         true => ProgressBar::new(steps as u64),
