@@ -7,6 +7,7 @@ use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
 use fastflux::onnx::Target;
+use fastflux::runtime::ExecutionProvider;
 use fastflux::sample::Grid;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +100,9 @@ struct Cli {
     /// Calibration samples per ONNX Runtime call (memory grows with it).
     #[arg(long, value_name = "N", default_value_t = 4)]
     calib_batch: usize,
+    /// Where ONNX Runtime runs calibration, trajectory sampling and --verify.
+    #[arg(long, value_name = "cpu|cuda|auto", default_value = "cpu")]
+    provider: ExecutionProvider,
     /// ONNX Runtime threads for calibration [default: one per core].
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
@@ -176,6 +180,7 @@ fn brll_options(cli: &Cli) -> Option<BrllOptions> {
     calibration.ridge = cli.ridge;
     calibration.batch = cli.calib_batch;
     calibration.threads = cli.threads;
+    calibration.provider = cli.provider;
     calibration.show_progress = !cli.quiet;
     Some(options)
 }
