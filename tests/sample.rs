@@ -280,6 +280,28 @@ fn fastflux_sample_writes_latents_and_a_png() {
         latents[0].data.iter().all(|v| v.abs() < 1.6),
         "latents stay in the image range"
     );
+    // The checkpoint itself, run stage by stage, samples the same latents.
+    let staged_out = dir.path().join("staged.safetensors");
+    let checkpoint = toy("flux-bfl.safetensors");
+    let mut staged_args: Vec<&std::ffi::OsStr> = args.to_vec();
+    staged_args[0] = checkpoint.as_os_str();
+    let at = staged_args
+        .iter()
+        .position(|a| *a == out.as_os_str())
+        .unwrap();
+    staged_args[at] = staged_out.as_os_str();
+    staged_args.truncate(staged_args.len() - 5); // from --png on
+    let flags = ["-q", "--threads", "1", "--axes-dim", "4,6,6"];
+    staged_args.extend(flags.map(std::ffi::OsStr::new));
+    let run = sample_cmd(&staged_args);
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stdout.contains("staged"), "{}", run.stdout);
+    let staged = read_f32_tensors(&staged_out).unwrap();
+    let error = relative_l2(&staged[0].data, &latents[0].data);
+    assert!(
+        error < 1e-4,
+        "staged checkpoint vs compiled: relative L2 {error:.2e}"
+    );
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     // Grid: 10 tiles of 64 pixels (16 × scale 4), gaps of 4: 10·68 + 4 wide, 68 + 4 high.

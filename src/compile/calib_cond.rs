@@ -12,8 +12,6 @@ use crate::fit::brll::{BrllOptions, calibration_inputs};
 use crate::inputs::{Conditioning, InputSet, Signature};
 use crate::ir::Graph;
 use crate::passes::retype;
-use crate::runtime::OrtBackend;
-use crate::runtime::staged::StagedRunner;
 use crate::sample::euler::resolve_guidance;
 use crate::sample::trajectories::record;
 use crate::sample::{Grid, SampleSpec, Schedule, StagedDenoiser};
@@ -21,10 +19,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Models whose f32 weights are at most this large keep every stage loaded between the
-/// sampling steps of trajectory calibration; larger ones are reloaded block by block each step.
-pub const KEEP_LOADED_BYTES: usize = 4 << 30;
 
 /// `--calib-cond COND --calib-size HxW --calib-steps N --calib-per-prompt K`.
 #[derive(Clone, Debug)]
@@ -144,18 +138,8 @@ fn sample_trajectories(
     };
     let f32_graph = retype::to_f32(graph)?;
     let options = &brll.calibration;
-    let backend = OrtBackend::new(options.threads, options.provider)?;
-    // Every step runs every stage: keep them loaded when the f32 weights fit comfortably,
-    // else reload block by block each step (one block's weights in memory at a time).
-    let keep = f32_graph.parameters() * 4 <= KEEP_LOADED_BYTES;
-    let runner = match keep {
-        true => {
-            StagedRunner::with_backend(&f32_graph, ckpt, backend.without_spinning(), options.batch)
-                .keep_loaded()
-        }
-        false => StagedRunner::with_backend(&f32_graph, ckpt, backend, options.batch),
-    };
-    let mut model = StagedDenoiser::new(runner, signature);
+    let (threads, provider) = (options.threads, options.provider);
+    let mut model = StagedDenoiser::original(&f32_graph, ckpt, threads, provider, options.batch)?;
     let bar = match options.show_progress {
         true => ProgressBar::new(steps as u64),
         false => ProgressBar::hidden(),
