@@ -238,6 +238,9 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
         guard::refuse_to_overwrite_inputs(&compiled.ckpt, emit_path)?;
         guard::refuse_emit_onto_output(emit_path, output)?;
     }
+    if let Some(save) = &options.calib_save {
+        guard::refuse_onto_output("--calib-save", save, output)?;
+    }
     let brll = match &options.brll {
         Some(brll) => {
             let original = compiled.graph.clone();
