@@ -113,8 +113,8 @@ struct Cli {
     /// ONNX Runtime threads for calibration [default: one per core].
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
-    /// Where calibration runs: ONNX Runtime's `cuda` or `cpu` execution provider, or `auto`
-    /// (CUDA when the loaded ONNX Runtime has it, else the CPU).
+    /// Where ONNX Runtime runs calibration, trajectory sampling and --verify: its `cuda` or `cpu`
+    /// execution provider, or `auto` (CUDA when the loaded ONNX Runtime has it, else the CPU).
     #[arg(long, value_name = "auto|cpu|cuda", default_value = "auto")]
     execution_provider: ExecutionProvider,
     /// Run the pruned and the original model on held-out inputs and compare their outputs.

@@ -32,6 +32,22 @@ impl Display for CompileOutcome {
         if let Some(lora) = &self.lora {
             writeln!(f, "{lora}")?;
         }
+        let (collapse, clamps) = (&self.rewrites.collapse, self.rewrites.f16_clamps);
+        if collapse.composed > 0 || collapse.folded > 0 {
+            writeln!(
+                f,
+                "  BRLL nodes   {} fitted nodes composed into runs, {} exported as one product \
+                 with the shortcut folded",
+                collapse.composed, collapse.folded
+            )?;
+        }
+        if clamps > 0 {
+            writeln!(
+                f,
+                "  f16 range    {clamps} Clip nodes at ±65504 (single-block outputs, \
+                 double-block text streams)"
+            )?;
+        }
         write!(
             f,
             "  time         {:.1} s ({}/s)",

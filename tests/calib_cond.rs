@@ -212,5 +212,21 @@ fn calib_cond_needs_a_brll_flag_and_conflicts_with_calib() {
         "{}",
         unsized_.stderr
     );
+    let data = format!("{out}.data");
+    let onto = compile(&toy_args(&[
+        "-o",
+        out,
+        "--replace",
+        "double.1",
+        "--calib-save",
+        &data,
+    ]));
+    assert_refused(&onto, &["--calib-save", "is also the ONNX output"]);
+    let checkpoint = toy("flux-bfl.safetensors");
+    let args = ["-o", out, "--replace", "double.1", "--calib-save"];
+    let onto_input = compile(&toy_args(
+        &[&args[..], &[checkpoint.to_str().unwrap()]].concat(),
+    ));
+    assert_refused(&onto_input, &["would overwrite the input checkpoint"]);
     assert!(listing(dir.path()).is_empty());
 }

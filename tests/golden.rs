@@ -34,12 +34,19 @@ fn check_against_diffusers(checkpoint: &str, target: &str) {
         "f32",
         "-q",
     ];
-    args.extend(["--target", target]);
+    // The cuda target is the default: compile it without the flag, so that this checks what a
+    // plain compile ships.
+    if target != "cuda" {
+        args.extend(["--target", target]);
+    }
     if checkpoint.ends_with(".safetensors") {
         // The BFL file carries no config.json; tiny-dev's heads are 16 wide, not FLUX's 128.
         args.extend(["--axes-dim", "4,6,6"]);
     }
     compile_ok(&args);
+    if target == "cuda" {
+        assert_fused(&out);
+    }
     let latent = run_golden(&out);
     let (_, reference) = golden_io("expected.safetensors");
     let error = relative_l2(&latent, &reference);
@@ -48,6 +55,27 @@ fn check_against_diffusers(checkpoint: &str, target: &str) {
         error < TOLERANCE,
         "{checkpoint} ({target}): relative L2 error {error:.3e}"
     );
+}
+
+/// The model holds the fused attention core and no head transposes: the numbers checked are the
+/// fused graph's.
+fn assert_fused(model: &std::path::Path) {
+    const OPS: &str = "import sys, onnx, collections\n\
+        m = onnx.load(sys.argv[1], load_external_data=False)\n\
+        c = collections.Counter(n.op_type for n in m.graph.node)\n\
+        print(' '.join(f'{k}={v}' for k, v in sorted(c.items())))";
+    let (ok, text) = python_run(OPS, &[model]);
+    assert!(ok, "{text}");
+    for fused in [
+        "MultiHeadAttention=6",
+        "RotaryEmbedding=12",
+        "BranchwiseRMSNorm=16",
+    ] {
+        assert!(text.contains(fused), "{fused} not in {text}");
+    }
+    for gone in ["Transpose=", "Softmax=", "Reshape="] {
+        assert!(!text.contains(gone), "{gone} in {text}");
+    }
 }
 
 #[test]

@@ -57,27 +57,53 @@ fn the_dump_is_deterministic() {
     }
 }
 
-/// The targets differ exactly where cuda.rs overrides the portable rules: each `x Wᵀ` is one
-/// FusedMatMul instead of a Transpose and a MatMul.
+/// How the targets differ, op family by op family: every `x Wᵀ` is one FusedMatMul instead of a
+/// Transpose and a MatMul; each attention core is BranchwiseRMSNorm → RotaryEmbedding →
+/// MultiHeadAttention on packed heads with no transposes, reshapes or softmax left; each
+/// LayerNorm absorbs its modulation; a Linear followed by GELU becomes FusedMatMul → FastGelu.
 #[test]
-fn cuda_replaces_each_transposed_matmul_by_one_fused_matmul() {
+fn cuda_fuses_every_attention_core_norm_and_activation() {
     let graph = tiny_dev();
     let cuda = lowered_op_counts(&graph, Target::Cuda).unwrap();
     let portable = lowered_op_counts(&graph, Target::Portable).unwrap();
-    let fused = cuda["com.microsoft.FusedMatMul"];
-    assert!(fused > 0);
-    assert!(!portable.contains_key("com.microsoft.FusedMatMul"));
-    assert_eq!(portable["MatMul"], cuda["MatMul"] + fused);
+    let count = |counts: &std::collections::BTreeMap<String, usize>, op: &str| {
+        counts.get(op).copied().unwrap_or(0)
+    };
+    // tiny-dev: 2 double blocks (2 streams each) and 4 single blocks.
+    let attentions = 2 + 4;
+    let rms_norms = 2 * attentions + 2 * 2;
+    assert_eq!(count(&portable, "Softmax"), attentions);
+    assert_eq!(count(&cuda, "com.microsoft.MultiHeadAttention"), attentions);
     assert_eq!(
-        portable["Transpose"],
-        cuda.get("Transpose").copied().unwrap_or(0) + fused
+        count(&cuda, "com.microsoft.RotaryEmbedding"),
+        2 * attentions
     );
-    for (op, n) in &cuda {
-        if !matches!(
-            op.as_str(),
-            "com.microsoft.FusedMatMul" | "MatMul" | "Transpose"
-        ) {
-            assert_eq!(portable.get(op), Some(n), "{op}");
-        }
+    assert_eq!(count(&portable, "ReduceMean"), rms_norms);
+    assert_eq!(count(&cuda, "com.microsoft.BranchwiseRMSNorm"), rms_norms);
+    for gone in [
+        "Transpose",
+        "Reshape",
+        "Softmax",
+        "ReduceMean",
+        "Sqrt",
+        "Div",
+        "Sub",
+        "MatMul",
+    ] {
+        assert_eq!(count(&cuda, gone), 0, "{gone} left in the cuda lowering");
     }
+    // Two MatMuls per attention core, the rest are the linears.
+    let linears = count(&portable, "MatMul") - 2 * attentions;
+    assert_eq!(count(&cuda, "com.microsoft.FusedMatMul"), linears);
+    assert_eq!(
+        count(&cuda, "LayerNormalization"),
+        count(&portable, "LayerNormalization")
+    );
+    // The double blocks' MLPs (2 per block) fuse their activation; the single blocks' do not.
+    assert_eq!(count(&cuda, "com.microsoft.FastGelu"), 2 * 2);
+    assert_eq!(
+        count(&cuda, "com.microsoft.FastGelu") + count(&cuda, "Gelu"),
+        count(&portable, "Gelu")
+    );
+    assert!(cuda.values().sum::<usize>() < portable.values().sum::<usize>() / 2);
 }

@@ -15,8 +15,8 @@ use fastflux::inputs::{Conditioning, Signature};
 use fastflux::io::SafetensorsFile;
 use fastflux::metrics::relative_l2;
 use fastflux::rng::Rng;
-use fastflux::runtime::ExecutionProvider;
 use fastflux::runtime::staged::StagedRunner;
+use fastflux::runtime::{ExecutionProvider, OrtBackend};
 use fastflux::sample::schedule::mu;
 use fastflux::sample::{
     Denoiser, Grid, OnnxDenoiser, SampleSpec, Schedule, StagedDenoiser, sample,
@@ -219,11 +219,21 @@ fn the_compiled_model_and_the_staged_original_sample_alike() {
     let mut onnx = OnnxDenoiser::open(toy_onnx(), 1, ExecutionProvider::Cpu, 3).unwrap();
     assert_eq!(onnx.signature(), signature, "read off the ONNX file");
     let a = sample(&mut onnx, &cond, &spec, &hidden, |_| Ok(())).unwrap();
-    let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 4, 1);
-    let mut staged = StagedDenoiser::new(runner, signature);
-    let b = sample(&mut staged, &cond, &spec, &hidden, |_| Ok(())).unwrap();
-    let error = relative_l2(&a.latents.data, &b.latents.data);
-    assert!(error < 1e-4, "relative L2 {error:.2e}");
+    // Reloading every stage each step, and keeping them loaded, compute the same.
+    for keep in [false, true] {
+        let (graph, ckpt) = (&compiled.graph, &compiled.ckpt);
+        let runner = match keep {
+            false => StagedRunner::new(graph, ckpt, 4, 1),
+            true => {
+                let backend = OrtBackend::cpu(1).without_spinning();
+                StagedRunner::with_backend(graph, ckpt, backend, 4).keep_loaded()
+            }
+        };
+        let mut staged = StagedDenoiser::new(runner, signature);
+        let b = sample(&mut staged, &cond, &spec, &hidden, |_| Ok(())).unwrap();
+        let error = relative_l2(&a.latents.data, &b.latents.data);
+        assert!(error < 1e-4, "keep loaded {keep}: relative L2 {error:.2e}");
+    }
 }
 
 #[test]
@@ -269,6 +279,28 @@ fn fastflux_sample_writes_latents_and_a_png() {
     assert!(
         latents[0].data.iter().all(|v| v.abs() < 1.6),
         "latents stay in the image range"
+    );
+    // The checkpoint itself, run stage by stage, samples the same latents.
+    let staged_out = dir.path().join("staged.safetensors");
+    let checkpoint = toy("flux-bfl.safetensors");
+    let mut staged_args: Vec<&std::ffi::OsStr> = args.to_vec();
+    staged_args[0] = checkpoint.as_os_str();
+    let at = staged_args
+        .iter()
+        .position(|a| *a == out.as_os_str())
+        .unwrap();
+    staged_args[at] = staged_out.as_os_str();
+    staged_args.truncate(staged_args.len() - 5); // from --png on
+    let flags = ["-q", "--threads", "1", "--axes-dim", "4,6,6"];
+    staged_args.extend(flags.map(std::ffi::OsStr::new));
+    let run = sample_cmd(&staged_args);
+    assert!(run.success, "{}", run.stderr);
+    assert!(run.stdout.contains("staged"), "{}", run.stdout);
+    let staged = read_f32_tensors(&staged_out).unwrap();
+    let error = relative_l2(&staged[0].data, &latents[0].data);
+    assert!(
+        error < 1e-4,
+        "staged checkpoint vs compiled: relative L2 {error:.2e}"
     );
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");

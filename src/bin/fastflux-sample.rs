@@ -1,12 +1,19 @@
-//! `fastflux-sample`: samples a compiled FLUX model with FLUX.1's flow-matching Euler sampler.
+//! `fastflux-sample`: samples a compiled FLUX model (or a checkpoint, staged) with FLUX.1's
+//! flow-matching Euler sampler.
 
 use clap::Parser;
+use fastflux::checkpoint::FluxCheckpoint;
 use fastflux::error::{Error, Result};
 use fastflux::inputs::Conditioning;
+use fastflux::ir::Graph;
+use fastflux::lift::{self, LiftOptions};
 use fastflux::metrics::median;
+use fastflux::passes::retype;
 use fastflux::runtime::ExecutionProvider;
 use fastflux::sample::euler::resolve_guidance;
-use fastflux::sample::{Denoiser, Grid, OnnxDenoiser, SampleSpec, Schedule, png, sample};
+use fastflux::sample::{
+    Denoiser, Grid, OnnxDenoiser, SampleSpec, Schedule, StagedDenoiser, png, sample,
+};
 use fastflux::tensor::write_f32_tensors;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -24,8 +31,12 @@ Examples:
 #[derive(Parser, Debug)]
 #[command(name = "fastflux-sample", version, after_help = EXAMPLES)]
 struct Cli {
-    /// The compiled model (OUT.onnx, its weights in OUT.onnx.data beside it).
+    /// The compiled model (OUT.onnx, its weights in OUT.onnx.data beside it), or a checkpoint
+    /// (a .safetensors file or a diffusers folder): the original, run stage by stage in f32.
     model: PathBuf,
+    /// A checkpoint's RoPE axes widths, e.g. 16,56,56 (as fastflux-compile --axes-dim).
+    #[arg(long, value_name = "A,B,C", value_delimiter = ',')]
+    axes_dim: Option<Vec<usize>>,
     /// The prompts: `encoder_hidden_states [P,L,ctx]` and `pooled_projections [P,vec]`, one row
     /// per prompt (the T5 and pooled CLIP outputs of the pipeline's `encode_prompt`).
     #[arg(long, value_name = "COND.safetensors")]
@@ -61,9 +72,10 @@ struct Cli {
     /// ONNX Runtime intra-op threads [default: one per core].
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
-    /// ONNX Runtime execution provider.
-    #[arg(long, value_name = "cpu|cuda|auto", default_value = "cpu")]
-    provider: ExecutionProvider,
+    /// ONNX Runtime's execution provider: `cuda`, `cpu`, or `auto` (CUDA when the loaded ONNX
+    /// Runtime has it, else the CPU).
+    #[arg(long, value_name = "auto|cpu|cuda", default_value = "auto")]
+    execution_provider: ExecutionProvider,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -85,7 +97,30 @@ fn run(cli: &Cli) -> Result<String> {
         }
     }
     let load_start = Instant::now();
-    let mut model = OnnxDenoiser::open(&cli.model, cli.threads, cli.provider, cli.batch)?;
+    let original: (FluxCheckpoint, Graph);
+    let mut model: Box<dyn Denoiser + '_> = match is_onnx(&cli.model) {
+        true => Box::new(OnnxDenoiser::open(
+            &cli.model,
+            cli.threads,
+            cli.execution_provider,
+            cli.batch,
+        )?),
+        false => {
+            let ckpt = FluxCheckpoint::open(&cli.model, cli.axes_dim.clone())?;
+            let dtype = lift::default_dtype(&ckpt);
+            let graph = retype::to_f32(&lift::lift(&ckpt, LiftOptions { dtype })?)?;
+            original = (ckpt, graph);
+            let (ckpt, graph) = (&original.0, &original.1);
+            let staged = StagedDenoiser::original(
+                graph,
+                ckpt,
+                cli.threads,
+                cli.execution_provider,
+                cli.batch,
+            );
+            Box::new(staged?)
+        }
+    };
     let load_seconds = load_start.elapsed().as_secs_f64();
     let signature = model.signature();
     let guidance =
@@ -115,7 +150,7 @@ fn run(cli: &Cli) -> Result<String> {
         ProgressStyle::with_template("sampling {bar:30} {pos}/{len} steps ({per_sec}, eta {eta})")
             .expect("valid template"),
     );
-    let sampled = sample(&mut model, &cond, &spec, &bar, |_| Ok(()))?;
+    let sampled = sample(model.as_mut(), &cond, &spec, &bar, |_| Ok(()))?;
     bar.finish_and_clear();
 
     let mut metadata = BTreeMap::new();
@@ -160,13 +195,16 @@ fn run(cli: &Cli) -> Result<String> {
     let total: f64 = sampled.step_seconds.iter().sum();
     report += &format!(
         "total {:.3} s for {} steps x {} prompts at {grid} image tokens ({} per step, median {}; \
-         session load {:.2} s not included)\n",
+         {})\n",
         total,
         cli.steps,
         cond.prompts,
         ms(total / cli.steps as f64),
         ms(median(&sampled.step_seconds)),
-        load_seconds
+        match is_onnx(&cli.model) {
+            true => format!("session load {load_seconds:.2} s not included"),
+            false => "the original, staged: its stages load during the steps".into(),
+        }
     );
     report += &format!(
         "wrote {} (latents [{}, {}, {}]), schedule {schedule}{}",
@@ -183,6 +221,12 @@ fn run(cli: &Cli) -> Result<String> {
         report += &format!("\nwrote {}", path.display());
     }
     Ok(report)
+}
+
+/// A compiled model (`.onnx`) rather than a checkpoint.
+fn is_onnx(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {

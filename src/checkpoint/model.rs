@@ -10,6 +10,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ir::{BlockId, Piece, StoredTensor, TensorStore};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::path::Path;
 
 pub struct FluxCheckpoint {
@@ -103,6 +104,15 @@ impl TensorStore for FluxCheckpoint {
             &all[piece.rows.start * row_bytes..piece.rows.end * row_bytes],
             info.dtype,
         ))
+    }
+
+    /// The piece's rows as a byte range of the safetensors file that holds them.
+    fn piece_extent(&self, piece: &Piece) -> Option<(&Path, Range<u64>, DType)> {
+        let (file, info) = self.checkpoint.get(&piece.key)?;
+        let row_bytes = (info.shape[1..].iter().product::<usize>() * info.dtype.size()) as u64;
+        let start = info.bytes.start as u64 + piece.rows.start as u64 * row_bytes;
+        let end = info.bytes.start as u64 + piece.rows.end as u64 * row_bytes;
+        Some((file.path(), start..end, info.dtype))
     }
 
     /// Releases the pages of every stored tensor behind `tensor` (see `SafetensorsFile::release`).

@@ -12,8 +12,6 @@ use crate::fit::brll::{BrllOptions, calibration_inputs};
 use crate::inputs::{Conditioning, InputSet, Signature};
 use crate::ir::Graph;
 use crate::passes::retype;
-use crate::runtime::OrtBackend;
-use crate::runtime::staged::StagedRunner;
 use crate::sample::euler::resolve_guidance;
 use crate::sample::trajectories::record;
 use crate::sample::{Grid, SampleSpec, Schedule, StagedDenoiser};
@@ -140,9 +138,8 @@ fn sample_trajectories(
     };
     let f32_graph = retype::to_f32(graph)?;
     let options = &brll.calibration;
-    let backend = OrtBackend::new(options.threads, options.provider)?;
-    let runner = StagedRunner::with_backend(&f32_graph, ckpt, backend, options.batch);
-    let mut model = StagedDenoiser::new(runner, signature);
+    let (threads, provider) = (options.threads, options.provider);
+    let mut model = StagedDenoiser::original(&f32_graph, ckpt, threads, provider, options.batch)?;
     let bar = match options.show_progress {
         true => ProgressBar::new(steps as u64),
         false => ProgressBar::hidden(),

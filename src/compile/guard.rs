@@ -29,13 +29,18 @@ pub(super) fn refuse_to_overwrite_inputs(ckpt: &FluxCheckpoint, output: &Path) -
 
 /// `--emit-safetensors` must name neither the ONNX output nor its data file.
 pub(super) fn refuse_emit_onto_output(emit: &Path, output: &Path) -> Result<()> {
+    refuse_onto_output("--emit-safetensors", emit, output)
+}
+
+/// The file of `flag` must name neither the ONNX output nor its data file.
+pub(super) fn refuse_onto_output(flag: &str, emit: &Path, output: &Path) -> Result<()> {
     let outputs = [
         output.to_owned(),
         PathBuf::from(format!("{}.data", output.display())),
     ];
     if resolve(emit).is_some_and(|e| outputs.iter().any(|o| resolve(o).as_ref() == Some(&e))) {
         return Err(Error::Usage(format!(
-            "--emit-safetensors {} is also the ONNX output; choose another path",
+            "{flag} {} is also the ONNX output; choose another path",
             emit.display()
         )));
     }

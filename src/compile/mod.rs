@@ -20,7 +20,7 @@ use crate::ir::Graph;
 use crate::ir::cost::Tokens;
 use crate::lift::{self, LiftOptions};
 use crate::onnx::{self, ExportOptions, ExportSummary, Target};
-use crate::passes::{self, lora::LoraReport};
+use crate::passes::{self, collapse::CollapseReport, lora::LoraReport};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -121,6 +121,7 @@ pub struct CompileOutcome {
     pub parameters_before: usize,
     pub dtype: DType,
     pub export: ExportSummary,
+    pub rewrites: ExportRewrites,
     pub lora: Option<LoraReport>,
     pub emitted: Option<Emitted>,
     pub brll: Option<BrllSummary>,
@@ -169,12 +170,29 @@ pub fn fold_loras(compiled: &mut Compiled, options: &CompileOptions) -> Result<(
     Ok(())
 }
 
+/// What the export-time rewrites did to the copy of the graph that was exported.
+#[derive(Clone, Debug, Default)]
+pub struct ExportRewrites {
+    pub collapse: CollapseReport,
+    /// Clip nodes of an f16 export (`passes::f16_range`).
+    pub f16_clamps: usize,
+}
+
 /// Lowers the graph for `options.target` and writes `output` and `output.data`.
 pub fn export(
     compiled: &Compiled,
     output: &Path,
     options: &CompileOptions,
 ) -> Result<ExportSummary> {
+    Ok(export_rewritten(compiled, output, options)?.0)
+}
+
+/// `export`, also saying what the export-time rewrites did.
+fn export_rewritten(
+    compiled: &Compiled,
+    output: &Path,
+    options: &CompileOptions,
+) -> Result<(ExportSummary, ExportRewrites)> {
     // No source path: the same checkpoint content and flags give the same bytes, wherever
     // the checkpoint lies (a file written by --emit-safetensors compiles to what its source did).
     let mut metadata = vec![
@@ -197,7 +215,14 @@ pub fn export(
         show_progress: options.show_progress,
         metadata,
     };
-    onnx::export(&compiled.graph, &compiled.ckpt, output, &export)
+    // Export-time rewrites, on a copy: the IR that calibration and `--verify` ran stays as it is.
+    let mut graph = compiled.graph.clone();
+    let rewrites = ExportRewrites {
+        collapse: passes::collapse::run(&mut graph, &compiled.ckpt)?,
+        f16_clamps: passes::f16_range::run(&mut graph)?,
+    };
+    let summary = onnx::export(&graph, &compiled.ckpt, output, &export)?;
+    Ok((summary, rewrites))
 }
 
 /// Compiles and writes the model: the steps in order, after checking that no output would
@@ -212,6 +237,9 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
     if let Some(emit_path) = &options.emit_safetensors {
         guard::refuse_to_overwrite_inputs(&compiled.ckpt, emit_path)?;
         guard::refuse_emit_onto_output(emit_path, output)?;
+    }
+    if let Some(save) = &options.calib_save {
+        guard::refuse_onto_output("--calib-save", save, output)?;
     }
     let brll = match &options.brll {
         Some(brll) => {
@@ -236,13 +264,14 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
     };
     // LoRA deltas meet the final weights: those BRLL fitted, and none of those it removed.
     fold_loras(&mut compiled, options)?;
-    let export = export(&compiled, output, options)?;
+    let (export, rewrites) = export_rewritten(&compiled, output, options)?;
     let parameters_before = compiled.ckpt.sources().values().map(|s| s.numel()).sum();
     Ok(CompileOutcome {
         output: output.to_owned(),
         parameters_before,
         dtype: compiled.dtype,
         export,
+        rewrites,
         lora: compiled.lora,
         emitted,
         brll,

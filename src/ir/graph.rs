@@ -201,7 +201,16 @@ impl Graph {
 
     /// Redirects every use of `from` (inputs of nodes and model outputs) to `to`.
     pub fn replace_uses(&mut self, from: Value, to: Value) {
+        self.replace_uses_except(from, to, None);
+    }
+
+    /// `replace_uses`, but node `except` keeps reading `from`: for a node inserted after `from`
+    /// that takes over its uses.
+    pub fn replace_uses_except(&mut self, from: Value, to: Value, except: Option<NodeIndex>) {
         for (user, dst) in self.users(from) {
+            if Some(user) == except {
+                continue;
+            }
             let edge = self
                 .graph
                 .edges_directed(user, Direction::Incoming)

@@ -5,6 +5,7 @@
 use crate::dtype::{DType, decode_f32};
 use crate::error::Result;
 use std::ops::Range;
+use std::path::Path;
 
 /// A run of whole rows (first-axis slices) of one stored tensor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +34,13 @@ impl StoredTensor {
 pub trait TensorStore {
     /// The bytes of one piece and the type they are stored in.
     fn piece_bytes(&self, piece: &Piece) -> Result<(&[u8], DType)>;
+
+    /// Where a piece's bytes lie in a file, when they lie in one as they are: the file, the
+    /// byte range in it, and the stored type. The exporter copies such bytes file to file
+    /// (`copy_file_range`) instead of through memory. `None` (the default): read `piece_bytes`.
+    fn piece_extent(&self, _piece: &Piece) -> Option<(&Path, Range<u64>, DType)> {
+        None
+    }
 
     /// Hands the memory behind `tensor` back once it has been written (a hint; reading it again
     /// stays valid).

@@ -6,6 +6,8 @@ use super::delta::{Delta, fold};
 use super::stored::{StoredTensor, TensorStore};
 use crate::dtype::{DType, decode_f32, encode_f32};
 use crate::error::Result;
+use std::ops::Range;
+use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -85,6 +87,29 @@ impl Weight {
             }
         }
         Ok(())
+    }
+
+    /// The file extents that hold the weight's bytes exactly as they are exported, in order:
+    /// `Some` only for a stored weight with no deltas whose every piece lies in a file (see
+    /// `TensorStore::piece_extent`) in the export type. Such a weight can be copied file to file.
+    pub fn file_extents<'s>(
+        &self,
+        store: &'s dyn TensorStore,
+    ) -> Option<Vec<(&'s Path, Range<u64>)>> {
+        let WeightData::Stored(source) = &self.data else {
+            return None;
+        };
+        if !self.deltas.is_empty() {
+            return None;
+        }
+        source
+            .pieces
+            .iter()
+            .map(|piece| match store.piece_extent(piece)? {
+                (path, range, dtype) if dtype == self.dtype => Some((path, range)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The weight's values in f32 (for calibration and tests), without its deltas.

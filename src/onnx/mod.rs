@@ -50,8 +50,8 @@ pub fn export(
     path: &Path,
     options: &ExportOptions,
 ) -> Result<ExportSummary> {
-    let lowered = lower::lower(graph, options.target)?;
-    let weights = weights_of(graph, &lowered)?;
+    let lower::Lowered { builder, weights } = lower::lower(graph, options.target)?;
+    let weights: Vec<&Weight> = weights.iter().collect();
     let pending = writer::PendingOutput::new(path)?;
     let location = pending.data_location();
     let (initializers, weight_bytes) = writer::write_weights(
@@ -61,9 +61,8 @@ pub fn export(
         &location,
         options.show_progress,
     )?;
-    let onnx_nodes = lowered.builder.nodes.len();
-    let bytes =
-        model_proto(graph, lowered.builder, initializers, &options.metadata).encode_to_vec();
+    let onnx_nodes = builder.nodes.len();
+    let bytes = model_proto(graph, builder, initializers, &options.metadata).encode_to_vec();
     pending.write_model(&bytes)?;
     pending.commit()?;
     Ok(ExportSummary {
@@ -81,10 +80,9 @@ pub fn to_embedded_bytes(
     store: &dyn TensorStore,
     target: Target,
 ) -> Result<Vec<u8>> {
-    let lowered = lower::lower(graph, target)?;
-    let weights = weights_of(graph, &lowered)?;
+    let lower::Lowered { builder, weights } = lower::lower(graph, target)?;
     let mut initializers = Vec::with_capacity(weights.len());
-    for w in weights {
+    for w in &weights {
         let mut raw_data = Vec::with_capacity(w.byte_len());
         w.write_bytes(store, &mut raw_data)?;
         initializers.push(proto::TensorProto {
@@ -95,7 +93,7 @@ pub fn to_embedded_bytes(
             ..Default::default()
         });
     }
-    let model = model_proto(graph, lowered.builder, initializers, &[]);
+    let model = model_proto(graph, builder, initializers, &[]);
     if model.encoded_len() >= i32::MAX as usize {
         return Err(Error::Internal(format!(
             "an in-memory piece of the model needs {} bytes, over protobuf's 2 GB limit",
@@ -103,19 +101,6 @@ pub fn to_embedded_bytes(
         )));
     }
     Ok(model.encode_to_vec())
-}
-
-fn weights_of<'g>(graph: &'g Graph, lowered: &lower::Lowered) -> Result<Vec<&'g Weight>> {
-    lowered
-        .weights
-        .iter()
-        .map(|&n| match &graph.node(n).op {
-            Op::Weight(w) => Ok(w),
-            _ => Err(Error::Internal(
-                "lowering listed a non-weight as weight".into(),
-            )),
-        })
-        .collect()
 }
 
 fn model_proto(

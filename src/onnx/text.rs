@@ -33,10 +33,8 @@ pub fn lowered_text(graph: &Graph, target: Target) -> Result<String> {
     for (name, v) in &graph.outputs {
         line(format!("output {name}: {}", graph.ty(*v)));
     }
-    for n in weights {
-        if let Op::Weight(w) = &graph.node(n).op {
-            line(format!("weight {} {}{}", w.name, w.dtype, shape(&w.shape)));
-        }
+    for w in weights {
+        line(format!("weight {} {}{}", w.name, w.dtype, shape(&w.shape)));
     }
     for c in &builder.constants {
         line(constant(c));

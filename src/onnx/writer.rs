@@ -1,6 +1,8 @@
 //! Writing the model: weights streamed once, in graph order, into one external data file whose
 //! large tensors start at 64 KiB boundaries (so ONNX Runtime can map them), then the small
-//! `.onnx` protobuf that points into it. Both are `io::AtomicFile`s, renamed into place only
+//! `.onnx` protobuf that points into it. A weight whose stored bytes are already in the export
+//! type is copied from the checkpoint file to the data file by the kernel (`copy_file_range`),
+//! never mapped in; the rest goes through a buffer. Both are `io::AtomicFile`s, renamed into place only
 //! when both are complete: a failed export leaves nothing behind.
 
 use super::proto::{StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
@@ -8,8 +10,11 @@ use crate::error::{Error, Result};
 use crate::io::AtomicFile;
 use crate::ir::{TensorStore, Weight};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// ONNX's own convention (`onnx.save_model`'s defaults): tensors of 1 MiB or more start at a
@@ -101,41 +106,118 @@ pub fn write_weights(
     );
     let data_path = PathBuf::from(location);
     let mut out = BufWriter::with_capacity(8 << 20, file);
+    let mut sources = Sources::default();
     let mut offset = 0u64;
     let mut buffer = Vec::new();
     let mut initializers = Vec::with_capacity(weights.len());
+    let extents: Vec<_> = weights.iter().map(|w| w.file_extents(store)).collect();
     for (i, weight) in weights.iter().enumerate() {
-        buffer.clear();
-        weight.write_bytes(store, &mut buffer)?;
-        if buffer.len() != weight.byte_len() {
-            return Err(Error::Internal(format!(
-                "weight `{}` produced {} bytes, expected {}",
-                weight.name,
-                buffer.len(),
-                weight.byte_len()
-            )));
+        let len = weight.byte_len() as u64;
+        // The kernel starts reading the next file-copied weight while this one is written.
+        if let Some(Some(next)) = extents.get(i + 1) {
+            for (path, range) in next {
+                sources.will_need(path, range.clone())?;
+            }
         }
-        if buffer.len() >= ALIGN_THRESHOLD && !offset.is_multiple_of(ALIGNMENT) {
+        if len >= ALIGN_THRESHOLD as u64 && !offset.is_multiple_of(ALIGNMENT) {
             let pad = ALIGNMENT - offset % ALIGNMENT;
             out.write_all(&vec![0u8; pad as usize])
                 .map_err(|e| Error::io(&data_path, e))?;
             offset += pad;
         }
-        out.write_all(&buffer)
-            .map_err(|e| Error::io(&data_path, e))?;
-        initializers.push(external_initializer(
-            weight,
-            location,
-            offset,
-            buffer.len() as u64,
-        ));
-        offset += buffer.len() as u64;
-        bar.inc(buffer.len() as u64);
+        match extents[i].clone() {
+            // Bytes already in the export type, in files: copied file to file by the kernel
+            // (`io::copy` between `File`s is `copy_file_range` on Linux), never mapped in.
+            Some(extents) => {
+                let found: u64 = extents.iter().map(|(_, r)| r.end - r.start).sum();
+                if found != len {
+                    return Err(Error::Internal(format!(
+                        "weight `{}` lies in {found} stored bytes, expected {len}",
+                        weight.name
+                    )));
+                }
+                out.flush().map_err(|e| Error::io(&data_path, e))?;
+                for (path, range) in extents {
+                    sources.copy(path, range, out.get_mut(), &data_path)?;
+                }
+            }
+            None => {
+                buffer.clear();
+                weight.write_bytes(store, &mut buffer)?;
+                if buffer.len() as u64 != len {
+                    return Err(Error::Internal(format!(
+                        "weight `{}` produced {} bytes, expected {len}",
+                        weight.name,
+                        buffer.len(),
+                    )));
+                }
+                out.write_all(&buffer)
+                    .map_err(|e| Error::io(&data_path, e))?;
+            }
+        }
+        initializers.push(external_initializer(weight, location, offset, len));
+        offset += len;
+        bar.inc(len);
         bar.set_message(format!("{}/{} tensors", i + 1, weights.len()));
     }
     out.flush().map_err(|e| Error::io(&data_path, e))?;
     bar.finish_and_clear();
     Ok((initializers, offset))
+}
+
+/// The stored files weights are copied from, each opened once.
+#[derive(Default)]
+struct Sources {
+    open: HashMap<PathBuf, File>,
+}
+
+impl Sources {
+    /// The file at `path`, opened (once) for reading in order.
+    fn open(&mut self, path: &Path) -> Result<&mut File> {
+        match self.open.entry(path.to_owned()) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let file = File::open(path).map_err(|err| Error::io(path, err))?;
+                advise(&file, 0..0, libc::POSIX_FADV_SEQUENTIAL);
+                Ok(e.insert(file))
+            }
+        }
+    }
+
+    /// Asks the kernel to start reading `range` of `path` now (a hint: errors are ignored).
+    fn will_need(&mut self, path: &Path, range: Range<u64>) -> Result<()> {
+        let file = self.open(path)?;
+        advise(file, range, libc::POSIX_FADV_WILLNEED);
+        Ok(())
+    }
+
+    /// Appends bytes `range` of the file at `path` to `out` (the data file, `data_path`).
+    fn copy(
+        &mut self,
+        path: &Path,
+        range: Range<u64>,
+        out: &mut File,
+        data_path: &Path,
+    ) -> Result<()> {
+        let source = self.open(path)?;
+        source
+            .seek(SeekFrom::Start(range.start))
+            .map_err(|e| Error::io(path, e))?;
+        let want = range.end - range.start;
+        let copied =
+            std::io::copy(&mut (&*source).take(want), out).map_err(|e| Error::io(data_path, e))?;
+        if copied != want {
+            return Err(Error::file(
+                path,
+                format!(
+                    "holds {copied} of the {want} bytes of a tensor at byte {}: truncated while \
+                     it was being compiled",
+                    range.start
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn external_initializer(weight: &Weight, location: &str, offset: u64, length: u64) -> TensorProto {
@@ -154,5 +236,23 @@ fn external_initializer(weight: &Weight, location: &str, offset: u64, length: u6
             entry("length", length.to_string()),
         ],
         ..Default::default()
+    }
+}
+
+/// `posix_fadvise` on `range` of `file` (`0..0`: the whole file). Only a hint, so its result is
+/// not checked: the copy is correct either way.
+fn advise(file: &File, range: Range<u64>, advice: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let len = range.end.saturating_sub(range.start);
+    let (Ok(offset), Ok(len)) = (
+        libc::off_t::try_from(range.start),
+        libc::off_t::try_from(len),
+    ) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the call's duration (borrowed from `file`), and
+    // posix_fadvise only reads its arguments; it changes no memory of this process.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset, len, advice);
     }
 }

@@ -3,6 +3,8 @@
 //! what the end-of-run summary reports.
 
 pub mod brll;
+pub mod collapse;
+pub mod f16_range;
 pub mod lora;
 mod patch;
 pub mod retype;

@@ -22,6 +22,7 @@ struct PatchNode {
 pub struct Patch {
     nodes: Vec<PatchNode>,
     replace: Vec<(Value, PatchValue)>,
+    wrap: Vec<(Value, PatchValue)>,
 }
 
 impl Patch {
@@ -49,6 +50,12 @@ impl Patch {
     pub fn replace(&mut self, old: Value, new: PatchValue) {
         self.replace.push((old, new));
     }
+
+    /// Every use of `old` but the one by `new`'s own node moves to `new`: `new` is a node put
+    /// after `old` (a clamp, say) that takes its place for everything downstream.
+    pub fn wrap(&mut self, old: Value, new: PatchValue) {
+        self.wrap.push((old, new));
+    }
 }
 
 /// Applies `patch`; then removes the nodes nothing depends on. Returns how many were removed.
@@ -56,6 +63,10 @@ pub fn apply(graph: &mut Graph, patch: Patch) -> Result<usize> {
     let added = add_nodes(graph, patch.nodes)?;
     for (old, new) in patch.replace {
         graph.replace_uses(old, resolve(&added, new));
+    }
+    for (old, new) in patch.wrap {
+        let new = resolve(&added, new);
+        graph.replace_uses_except(old, new, Some(new.node));
     }
     Ok(graph.remove_dead())
 }

@@ -11,6 +11,7 @@ use crate::ir::{BlockId, Dim, Graph, Op, Value};
 use crate::tensor::Tensor;
 use indicatif::ProgressBar;
 use petgraph::stable_graph::NodeIndex;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 /// Activations by value, every sample stacked on the batch axis.
@@ -35,6 +36,9 @@ pub struct StagedRunner<'a, B: Backend = OrtBackend> {
     /// Samples per stage run: attention needs (tokens² · heads) floats per sample.
     batch: usize,
     progress: ProgressBar,
+    /// Loaded stages kept between runs (`keep_loaded`): a sampler runs every stage once per
+    /// step, and reloading means lowering and loading the stage's weights again.
+    loaded: Option<RefCell<HashMap<usize, B::Stage>>>,
 }
 
 impl<'a> StagedRunner<'a> {
@@ -71,7 +75,15 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
             last_use,
             batch: batch.max(1),
             progress: ProgressBar::hidden(),
+            loaded: None,
         }
+    }
+
+    /// Keeps every stage loaded after its first run (memory then holds all the weights the
+    /// backend loaded, not one block's): for running the same graph many times, as sampling does.
+    pub fn keep_loaded(mut self) -> Self {
+        self.loaded = Some(RefCell::new(HashMap::new()));
+        self
     }
 
     pub fn with_progress(mut self, progress: ProgressBar) -> Self {
@@ -138,7 +150,11 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
     pub fn run_stage(&self, k: usize, env: &mut Env) -> Result<()> {
         let stage = &self.stages[k];
         let (piece, external) = self.graph.extract(&stage.nodes, &stage.outputs)?;
-        let mut model = self.backend.load(&piece, self.weights)?;
+        let kept = self.loaded.as_ref().and_then(|l| l.borrow_mut().remove(&k));
+        let mut model = match kept {
+            Some(model) => model,
+            None => self.backend.load(&piece, self.weights)?,
+        };
         let samples = self.samples(env, &external)?;
         let mut results: Vec<Tensor> = Vec::new();
         for start in (0..samples).step_by(self.batch) {
@@ -167,6 +183,9 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
                 }
             }
             self.progress.inc(1);
+        }
+        if let Some(loaded) = &self.loaded {
+            loaded.borrow_mut().insert(k, model);
         }
         for (&v, tensor) in stage.outputs.iter().zip(results) {
             env.insert(v, tensor);

@@ -3,10 +3,12 @@
 //! (`runtime::StagedRunner` over the lifted graph, block by block, for models that do not fit).
 
 use super::Denoiser;
+use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
 use crate::inputs::{InputDim, InputSet, Signature};
+use crate::ir::Graph;
 use crate::runtime::staged::StagedRunner;
-use crate::runtime::{ExecutionProvider, LoadedModel, Port};
+use crate::runtime::{ExecutionProvider, LoadedModel, OrtBackend, Port};
 use crate::tensor::Tensor;
 use std::path::Path;
 
@@ -80,9 +82,32 @@ pub struct StagedDenoiser<'a> {
     signature: Signature,
 }
 
+/// Models whose f32 weights are at most this large keep every stage loaded between sampling
+/// steps; larger ones are reloaded block by block each step (memory holds one block).
+pub const KEEP_LOADED_BYTES: usize = 4 << 30;
+
 impl<'a> StagedDenoiser<'a> {
     pub fn new(runner: StagedRunner<'a>, signature: Signature) -> Self {
         Self { runner, signature }
+    }
+
+    /// The original model `graph` (lifted from `ckpt`, retyped to f32) on ONNX Runtime, `batch`
+    /// samples per stage run. Every step runs every stage, so the stages stay loaded (idle
+    /// threads not spinning) when the f32 weights are at most [`KEEP_LOADED_BYTES`].
+    pub fn original(
+        graph: &'a Graph,
+        ckpt: &'a FluxCheckpoint,
+        threads: usize,
+        provider: ExecutionProvider,
+        batch: usize,
+    ) -> Result<Self> {
+        let backend = OrtBackend::new(threads, provider)?;
+        let runner = match graph.parameters() * 4 <= KEEP_LOADED_BYTES {
+            true => StagedRunner::with_backend(graph, ckpt, backend.without_spinning(), batch)
+                .keep_loaded(),
+            false => StagedRunner::with_backend(graph, ckpt, backend, batch),
+        };
+        Ok(Self::new(runner, Signature::of(&ckpt.config)))
     }
 }
 

@@ -41,6 +41,10 @@ pub enum Op {
     /// The residual update `x + gate·branch`: (x `[B,S,h]`, gate `[B,h]`, branch `[B,S,h]`).
     GatedResidual,
     Add,
+    /// Clamps to `[−limit, limit]`: where an f16 model's residual stream would overflow.
+    Clip {
+        limit: f32,
+    },
     Silu,
     /// gelu with the tanh approximation, as FLUX's MLPs use it.
     GeluTanh,
@@ -76,6 +80,29 @@ pub enum Op {
         axes_dim: Vec<usize>,
         theta: u32,
     },
+    // The fused forms below are made by a target's rewrite before lowering (see
+    // `onnx::lower::fuse`), never by the lifter: heads stay packed in the last axis,
+    // `[B,S,H·D]`, so no head transposes are needed.
+    /// RmsNorm of each head of packed heads: (x `[B,S,H·D]`, scale `[D]`).
+    PackedRmsNorm {
+        heads: usize,
+        eps: f32,
+    },
+    /// Rope on packed heads: (x `[B,S,H·D]`, cos `[S,D/2]`, sin `[S,D/2]`).
+    PackedRope {
+        heads: usize,
+    },
+    /// Attention on packed heads: (q, k, v `[B,S,H·D]`) → `[B,S,H·D]`.
+    PackedAttention {
+        heads: usize,
+    },
+    /// LayerNorm followed by Modulate: `(1 + scale)·LN(x) + shift`, (x `[B,S,h]`, shift `[B,h]`,
+    /// scale `[B,h]`).
+    ModulatedLayerNorm {
+        eps: f32,
+    },
+    /// Linear followed by GeluTanh: `gelu(x Wᵀ + b)`, (x `[…, in]`, w `[out, in]`, b `[out]`).
+    LinearGeluTanh,
 }
 
 /// An op's kind without its parameters: what the text dump prints and what a lowering is
@@ -92,6 +119,7 @@ pub enum OpKind {
     Modulate,
     GatedResidual,
     Add,
+    Clip,
     Silu,
     GeluTanh,
     Split,
@@ -103,11 +131,16 @@ pub enum OpKind {
     Attention,
     TimestepEmbedding,
     RopeTable,
+    PackedRmsNorm,
+    PackedRope,
+    PackedAttention,
+    ModulatedLayerNorm,
+    LinearGeluTanh,
 }
 
 impl OpKind {
     /// Every kind, in declaration order.
-    pub const ALL: [OpKind; 21] = [
+    pub const ALL: [OpKind; 27] = [
         OpKind::Input,
         OpKind::Weight,
         OpKind::Cast,
@@ -118,6 +151,7 @@ impl OpKind {
         OpKind::Modulate,
         OpKind::GatedResidual,
         OpKind::Add,
+        OpKind::Clip,
         OpKind::Silu,
         OpKind::GeluTanh,
         OpKind::Split,
@@ -129,6 +163,11 @@ impl OpKind {
         OpKind::Attention,
         OpKind::TimestepEmbedding,
         OpKind::RopeTable,
+        OpKind::PackedRmsNorm,
+        OpKind::PackedRope,
+        OpKind::PackedAttention,
+        OpKind::ModulatedLayerNorm,
+        OpKind::LinearGeluTanh,
     ];
 
     /// The kind's name in the text dump and in error messages.
@@ -144,6 +183,7 @@ impl OpKind {
             OpKind::Modulate => "Modulate",
             OpKind::GatedResidual => "GatedResidual",
             OpKind::Add => "Add",
+            OpKind::Clip => "Clip",
             OpKind::Silu => "Silu",
             OpKind::GeluTanh => "GeluTanh",
             OpKind::Split => "Split",
@@ -155,6 +195,11 @@ impl OpKind {
             OpKind::Attention => "Attention",
             OpKind::TimestepEmbedding => "TimestepEmbedding",
             OpKind::RopeTable => "RopeTable",
+            OpKind::PackedRmsNorm => "PackedRmsNorm",
+            OpKind::PackedRope => "PackedRope",
+            OpKind::PackedAttention => "PackedAttention",
+            OpKind::ModulatedLayerNorm => "ModulatedLayerNorm",
+            OpKind::LinearGeluTanh => "LinearGeluTanh",
         }
     }
 }
@@ -178,6 +223,7 @@ impl Op {
             Op::Modulate => OpKind::Modulate,
             Op::GatedResidual => OpKind::GatedResidual,
             Op::Add => OpKind::Add,
+            Op::Clip { .. } => OpKind::Clip,
             Op::Silu => OpKind::Silu,
             Op::GeluTanh => OpKind::GeluTanh,
             Op::Split { .. } => OpKind::Split,
@@ -189,6 +235,11 @@ impl Op {
             Op::Attention => OpKind::Attention,
             Op::TimestepEmbedding { .. } => OpKind::TimestepEmbedding,
             Op::RopeTable { .. } => OpKind::RopeTable,
+            Op::PackedRmsNorm { .. } => OpKind::PackedRmsNorm,
+            Op::PackedRope { .. } => OpKind::PackedRope,
+            Op::PackedAttention { .. } => OpKind::PackedAttention,
+            Op::ModulatedLayerNorm { .. } => OpKind::ModulatedLayerNorm,
+            Op::LinearGeluTanh => OpKind::LinearGeluTanh,
         }
     }
 
@@ -196,6 +247,7 @@ impl Op {
     pub fn attributes(&self) -> String {
         match self {
             Op::Cast { to } => format!("to={to}"),
+            Op::Clip { limit } => format!("limit={limit}"),
             Op::LinearResidual { conditioned: true } => "conditioned".into(),
             Op::LayerNorm { eps } | Op::RmsNorm { eps } => format!("eps={eps:e}"),
             Op::Split { sizes } => format!("sizes={sizes:?}"),
@@ -203,6 +255,9 @@ impl Op {
             Op::Concat { axis } | Op::SplitLike { axis } => format!("axis={axis}"),
             Op::TimestepEmbedding { dim, scale } => format!("dim={dim} scale={scale}"),
             Op::RopeTable { axes_dim, theta } => format!("axes={axes_dim:?} theta={theta}"),
+            Op::PackedRmsNorm { heads, eps } => format!("heads={heads} eps={eps:e}"),
+            Op::PackedRope { heads } | Op::PackedAttention { heads } => format!("heads={heads}"),
+            Op::ModulatedLayerNorm { eps } => format!("eps={eps:e}"),
             _ => String::new(),
         }
     }

@@ -10,6 +10,7 @@ pub(super) fn registry() -> Registry {
     Registry::default()
         .with(OpKind::Cast, elementwise::cast)
         .with(OpKind::Add, elementwise::add)
+        .with(OpKind::Clip, elementwise::clip)
         .with(OpKind::Silu, elementwise::silu)
         .with(OpKind::GeluTanh, elementwise::gelu_tanh)
         .with(OpKind::Linear, |b, cx| {

@@ -21,7 +21,7 @@ pub fn run_model_file(
 ) -> Result<Vec<Tensor>, RuntimeError> {
     let model = path.display().to_string();
     let cpu = ExecutionProvider::Cpu;
-    let mut session = commit(&model, threads, cpu, |b| b.commit_from_file(path))?;
+    let mut session = commit(&model, threads, cpu, true, |b| b.commit_from_file(path))?;
     run_session(&mut session, &model, inputs)
 }
 
@@ -60,7 +60,7 @@ impl LoadedModel {
         provider: ExecutionProvider,
     ) -> Result<Self, RuntimeError> {
         let name = path.display().to_string();
-        let session = commit(&name, threads, provider, |b| b.commit_from_file(path))?;
+        let session = commit(&name, threads, provider, true, |b| b.commit_from_file(path))?;
         Ok(Self { session, name })
     }
 
@@ -86,8 +86,19 @@ impl LoadedModel {
         threads: usize,
         provider: ExecutionProvider,
     ) -> Result<Self, RuntimeError> {
+        Self::from_bytes_with(model, threads, provider, true)
+    }
+
+    /// [`LoadedModel::from_bytes_on`], choosing whether idle intra-op threads spin (see `commit`).
+    pub fn from_bytes_with(
+        model: &[u8],
+        threads: usize,
+        provider: ExecutionProvider,
+        spinning: bool,
+    ) -> Result<Self, RuntimeError> {
         let name = format!("<in-memory model, {} bytes>", model.len());
-        let session = commit(&name, threads, provider, |b| b.commit_from_memory(model))?;
+        let load = |b: &mut SessionBuilder| b.commit_from_memory(model);
+        let session = commit(&name, threads, provider, spinning, load)?;
         Ok(Self { session, name })
     }
 
@@ -105,10 +116,14 @@ fn port(outlet: &::ort::value::Outlet) -> Port {
     }
 }
 
+/// `spinning`: ONNX Runtime's intra-op threads spin-wait for work after a run (its default).
+/// Off where many sessions stay alive together (kept stages): their spinning threads would take
+/// the cores from the one session that runs.
 fn commit(
     model: &str,
     threads: usize,
     provider: ExecutionProvider,
+    spinning: bool,
     load: impl FnOnce(&mut SessionBuilder) -> ::ort::Result<Session>,
 ) -> Result<Session, RuntimeError> {
     let env = environment()?;
@@ -120,6 +135,8 @@ fn commit(
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|e| fail(&e))?
         .with_intra_threads(threads)
+        .map_err(|e| fail(&e))?
+        .with_intra_op_spinning(spinning)
         .map_err(|e| fail(&e))?;
     // The CPU provider is ONNX Runtime's own fallback: registering nothing selects it, exactly
     // as sessions were built before providers were selectable.

@@ -5,19 +5,20 @@ use crate::error::TypeError;
 use crate::ir::op::OpKind;
 use crate::ir::types::{Dim, TensorType};
 
-/// x `[…, in]`, w `[out, in]`, b `[out]`, one dtype → `[…, out]`.
+/// x `[…, in]`, w `[out, in]`, b `[out]`, one dtype → `[…, out]`; `op` is Linear or its fusion
+/// with the activation after it.
 pub(super) fn linear(
+    op: OpKind,
     x: &TensorType,
     w: &TensorType,
     b: &TensorType,
 ) -> Result<TensorType, TypeError> {
-    let op = OpKind::Linear;
     let (out, inp) = match w.shape[..] {
         [Dim::Known(o), Dim::Known(i)] => (o, i),
         _ => {
             return Err(misfit(
                 op,
-                format!("Linear weight must be [out,in], got {w}"),
+                format!("{} weight must be [out,in], got {w}", op.name()),
             ));
         }
     };
@@ -28,7 +29,7 @@ pub(super) fn linear(
     {
         return Err(misfit(
             op,
-            format!("Linear: x {x}, weight {w}, bias {b} do not fit"),
+            format!("{}: x {x}, weight {w}, bias {b} do not fit", op.name()),
         ));
     }
     Ok(x.with_last(out))

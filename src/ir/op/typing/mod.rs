@@ -7,6 +7,7 @@ mod embedding;
 mod linear;
 mod modulation;
 mod norm;
+mod packed;
 mod shape;
 
 use super::Op;
@@ -35,14 +36,18 @@ impl Op {
             )]),
             Op::Cast { to } => Ok(vec![i[0].with_dtype(*to)]),
             // Elementwise on one tensor: the output is typed as the input.
-            Op::LayerNorm { .. } | Op::Silu | Op::GeluTanh => Ok(vec![i[0].clone()]),
-            Op::Linear => one(linear::linear(i[0], i[1], i[2])),
+            Op::LayerNorm { .. } | Op::Clip { .. } | Op::Silu | Op::GeluTanh => {
+                Ok(vec![i[0].clone()])
+            }
+            Op::Linear | Op::LinearGeluTanh => one(linear::linear(kind, i[0], i[1], i[2])),
             Op::LinearResidual { conditioned } => {
                 let condition = conditioned.then(|| (i[3], i[4]));
                 one(linear::linear_residual(i[0], i[1], i[2], condition))
             }
             Op::RmsNorm { .. } => one(norm::rms_norm(i[0], i[1])),
-            Op::Modulate => one(modulation::modulate(i[0], i[1], i[2])),
+            Op::Modulate | Op::ModulatedLayerNorm { .. } => {
+                one(modulation::modulate(kind, i[0], i[1], i[2]))
+            }
             Op::GatedResidual => one(modulation::gated_residual(i[0], i[1], i[2])),
             Op::Add => {
                 check::same(kind, i[0], i[1], "Add")?;
@@ -57,6 +62,9 @@ impl Op {
             Op::Attention => one(attention::attention(i[0], i[1], i[2])),
             Op::TimestepEmbedding { dim, .. } => one(embedding::timestep_embedding(i[0], *dim)),
             Op::RopeTable { axes_dim, .. } => embedding::rope_table(i[0], axes_dim),
+            Op::PackedRmsNorm { heads, .. } => one(packed::rms_norm(i[0], i[1], *heads)),
+            Op::PackedRope { heads } => one(packed::rope(i[0], i[1], i[2], *heads)),
+            Op::PackedAttention { heads } => one(packed::attention(i[0], i[1], i[2], *heads)),
         }
     }
 }
@@ -67,6 +75,7 @@ fn arity(op: &Op) -> usize {
         Op::Input { .. } | Op::Weight(_) => 0,
         Op::Cast { .. }
         | Op::LayerNorm { .. }
+        | Op::Clip { .. }
         | Op::Silu
         | Op::GeluTanh
         | Op::Split { .. }
@@ -74,8 +83,20 @@ fn arity(op: &Op) -> usize {
         | Op::FromHeads
         | Op::TimestepEmbedding { .. }
         | Op::RopeTable { .. } => 1,
-        Op::RmsNorm { .. } | Op::Add | Op::Concat { .. } | Op::SplitLike { .. } => 2,
-        Op::Linear | Op::Modulate | Op::GatedResidual | Op::Rope | Op::Attention => 3,
+        Op::RmsNorm { .. }
+        | Op::PackedRmsNorm { .. }
+        | Op::Add
+        | Op::Concat { .. }
+        | Op::SplitLike { .. } => 2,
+        Op::Linear
+        | Op::LinearGeluTanh
+        | Op::Modulate
+        | Op::ModulatedLayerNorm { .. }
+        | Op::GatedResidual
+        | Op::Rope
+        | Op::PackedRope { .. }
+        | Op::Attention
+        | Op::PackedAttention { .. } => 3,
         Op::LinearResidual { conditioned } => {
             if *conditioned {
                 5

@@ -6,13 +6,14 @@ use crate::error::TypeError;
 use crate::ir::op::OpKind;
 use crate::ir::types::TensorType;
 
-/// x `[B,S,h]`, shift `[B,h]`, scale `[B,h]` → x's type.
+/// x `[B,S,h]`, shift `[B,h]`, scale `[B,h]` → x's type; `op` is Modulate or its fusion with
+/// the LayerNorm before it.
 pub(super) fn modulate(
+    op: OpKind,
     x: &TensorType,
     shift: &TensorType,
     scale: &TensorType,
 ) -> Result<TensorType, TypeError> {
-    let op = OpKind::Modulate;
     let vector = per_sample(x);
     same(op, shift, &vector, "per-sample vector")?;
     same(op, scale, &vector, "per-sample vector")?;
