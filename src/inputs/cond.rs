@@ -4,7 +4,6 @@
 //! errors that name the file, the tensor, the expected shape and what was found.
 
 use super::contract::Signature;
-use crate::dtype::{DType, decode_f32};
 use crate::error::{Error, Result};
 use crate::io::safetensors::SafetensorsFile;
 use crate::tensor::Tensor;
@@ -38,14 +37,9 @@ impl Conditioning {
                 _ => format!("[P, {width}]"),
             };
             let bad = |msg: String| Error::tensor(path, name, msg);
-            if let Some(dtype) = st.other_dtypes().get(name) {
-                return Err(bad(format!(
-                    "dtype {dtype} (expected F32, F64, F16 or BF16)"
-                )));
-            }
-            let info = st.info(name).ok_or_else(|| {
+            let Some((shape, data)) = st.read_data_f32(name)? else {
                 let held: Vec<&str> = st.tensors().keys().map(String::as_str).collect();
-                bad(format!(
+                return Err(bad(format!(
                     "missing: a conditioning file holds `{TEXT}` [P, L, ctx] and `{POOLED}` \
                      [P, vec], one row per prompt; the model needs `{name}` {shape_text} \
                      (the file holds {})",
@@ -53,12 +47,8 @@ impl Conditioning {
                         true => "no float tensors".to_string(),
                         false => format!("`{}`", held.join("`, `")),
                     }
-                ))
-            })?;
-            if info.dtype == DType::F8E4M3 {
-                return Err(bad("dtype F8_E4M3 (expected F32, F64, F16 or BF16)".into()));
-            }
-            let shape = info.shape.clone();
+                )));
+            };
             let rank = if name == TEXT { 3 } else { 2 };
             if shape.len() != rank {
                 return Err(bad(format!("expected shape {shape_text}, found {shape:?}")));
@@ -74,8 +64,6 @@ impl Conditioning {
                     "expected shape {shape_text}, found {shape:?}: dimension {i} is 0"
                 )));
             }
-            let mut data = vec![0f32; info.numel()];
-            decode_f32(info.dtype, st.bytes(info), &mut data);
             if let Some(i) = data.iter().position(|v| !v.is_finite()) {
                 return Err(bad(format!("element {i} is {}", data[i])));
             }

@@ -4,7 +4,6 @@
 use super::InputSet;
 use super::contract::{ID_INPUTS, InputDim, ModelInput, model_inputs, show};
 use crate::checkpoint::FluxConfig;
-use crate::dtype::{DType, decode_f32};
 use crate::error::{Error, Result};
 use crate::io::safetensors::SafetensorsFile;
 use crate::tensor::Tensor;
@@ -25,12 +24,7 @@ impl InputSet {
         let mut tensors = Vec::new();
         for ModelInput { name, dims } in model_inputs(config) {
             let bad = |msg: String| Error::tensor(path, name, msg);
-            if let Some(dtype) = st.other_dtypes().get(name) {
-                return Err(bad(format!(
-                    "dtype {dtype} (expected F32, F64, F16 or BF16)"
-                )));
-            }
-            let info = st.info(name).ok_or_else(|| {
+            let Some((mut shape, mut data)) = st.read_data_f32(name)? else {
                 // The file's tensors are a BTreeMap: already sorted.
                 let held: Vec<&str> = st.tensors().keys().map(String::as_str).collect();
                 let held = match held.is_empty() {
@@ -41,21 +35,11 @@ impl InputSet {
                     "guidance" => ": the model has a guidance embedding (FLUX-dev style)",
                     _ => "",
                 };
-                bad(format!(
+                return Err(bad(format!(
                     "missing{why}: the model needs it with shape {} (the file holds {held})",
                     show(&dims)
-                ))
-            })?;
-            // The reader accepts fp8 for weights; model inputs are never stored in it.
-            if info.dtype == DType::F8E4M3 {
-                return Err(bad(format!(
-                    "dtype {} (expected F32, F64, F16 or BF16)",
-                    info.dtype.safetensors_name()
                 )));
-            }
-            let mut data = vec![0f32; info.numel()];
-            decode_f32(info.dtype, st.bytes(info), &mut data);
-            let mut shape = info.shape.clone();
+            };
             if ID_INPUTS.contains(&name) && shape.len() == dims.len() + 1 {
                 (shape, data) = unbatch_ids(&shape, data, &bound, &dims).map_err(bad)?;
             }

@@ -104,6 +104,23 @@ impl SafetensorsFile {
         Ok((info.shape.clone(), values))
     }
 
+    /// Reads a data tensor (model inputs, references: F32, F64, F16 or BF16; fp8 is a weight
+    /// format, never data) whole, converted to f32, with its shape. `None` when the file lacks
+    /// it, so the caller can say what it needed; a tensor of another type is an error naming it.
+    pub fn read_data_f32(&self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let dtype = match (self.info(name), self.other_dtypes.get(name)) {
+            (None, None) => return Ok(None),
+            (None, Some(other)) => other.clone(),
+            (Some(info), _) if info.dtype == DType::F8E4M3 => info.dtype.safetensors_name().into(),
+            (Some(_), _) => return self.read_f32(name).map(Some),
+        };
+        Err(Error::tensor(
+            &self.path,
+            name,
+            format!("dtype {dtype} (expected F32, F64, F16 or BF16)"),
+        ))
+    }
+
     /// The raw little-endian bytes of a tensor, borrowed from the map.
     pub fn bytes(&self, info: &TensorInfo) -> &[u8] {
         let _ = self
