@@ -22,9 +22,11 @@ use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
 use fastflux::fit::lstsq::DEFAULT_RIDGE;
+use fastflux::io::safetensors::SafetensorsFile;
 use fastflux::io::{AtomicFile, SafetensorsWriter, TensorEntry};
 use fastflux::metrics::{cosine, relative_l2};
 use fastflux::passes::brll::{BlockFit, apply_fits};
+use fastflux::rng::Rng;
 use fastflux::runtime::run_model_file;
 use fastflux::tensor::{Tensor, read_f32_tensors};
 use std::collections::BTreeMap;
@@ -59,22 +61,6 @@ struct Args {
     /// Where models and the held-out file go (a temporary folder by default).
     #[arg(long)]
     out_dir: Option<PathBuf>,
-}
-
-/// SplitMix64 with Box–Muller: a reproducible N(0, 1) stream.
-struct Normal(u64);
-impl Normal {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn sample(&mut self) -> f32 {
-        let (u, v) = (1.0 - self.uniform(), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
-    }
 }
 
 fn get<'a>(t: &'a [Tensor], name: &str) -> &'a Tensor {
@@ -159,27 +145,26 @@ fn main() -> Res<()> {
     let dir = a.out_dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
     let cond = read_f32_tensors(&a.toy.join("cond.safetensors"))?;
-    // read_f32_tensors takes floats only; the labels are i64.
+    // The crate's reader decodes floats only; the labels are i64.
     let held_bytes = std::fs::read(a.toy.join("heldout.safetensors"))?;
     let held = safetensors::SafeTensors::deserialize(&held_bytes)?;
-    let images: Vec<f32> = held
-        .tensor("images")?
-        .data()
-        .chunks(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let (_, images) = SafetensorsFile::open_with_other_dtypes(&a.toy.join("heldout.safetensors"))?
+        .read_f32("images")?;
     let labels: Vec<i64> = held
         .tensor("labels")?
         .data()
         .chunks(8)
         .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    let mut rng = Normal(a.seed);
+    let mut rng = Rng::new(a.seed, 0);
     let (mut x, mut s, mut classes) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..a.samples {
         let level = ((n % a.levels) as f32 + 0.5) / a.levels as f32;
         let x0 = pack(&images[n * 256..][..256]);
-        x.extend(x0.iter().map(|&p| (1.0 - level) * p + level * rng.sample()));
+        x.extend(
+            x0.iter()
+                .map(|&p| (1.0 - level) * p + level * rng.normal() as f32),
+        );
         s.push(level);
         classes.push(labels[n] as usize);
     }
@@ -187,7 +172,7 @@ fn main() -> Res<()> {
     let held_path = dir.join("heldout_inputs.safetensors");
     write_safetensors(&held_path, &held_out)?;
     let draw_classes: Vec<usize> = (0..a.draws).map(|i| i % 10).collect();
-    let noise: Vec<f32> = (0..a.draws * 256).map(|_| rng.sample()).collect();
+    let noise: Vec<f32> = (0..a.draws * 256).map(|_| rng.normal() as f32).collect();
 
     let base = |out: &str| CompileOptions {
         output: Some(dir.join(out)),

@@ -19,6 +19,7 @@ use fastflux::compile::{self, CompileOptions};
 use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::select::SelectRule;
+use fastflux::io::safetensors::SafetensorsFile;
 use fastflux::ir::BlockId;
 use fastflux::metrics::relative_l2;
 use fastflux::passes::brll::{BlockFit, StreamFit, apply_fits};
@@ -168,12 +169,8 @@ fn main() -> Res<()> {
     let cond = read_f32_tensors(&a.toy.join("cond.safetensors"))?;
     let held_bytes = std::fs::read(a.toy.join("heldout.safetensors"))?;
     let held_file = safetensors::SafeTensors::deserialize(&held_bytes)?;
-    let images: Vec<f32> = held_file
-        .tensor("images")?
-        .data()
-        .chunks(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let (_, images) = SafetensorsFile::open_with_other_dtypes(&a.toy.join("heldout.safetensors"))?
+        .read_f32("images")?;
     let labels: Vec<i64> = held_file
         .tensor("labels")?
         .data()
