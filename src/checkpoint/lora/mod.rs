@@ -6,8 +6,10 @@
 mod adapter;
 mod keys;
 mod names;
+mod write;
 
 pub use names::{Format, ModuleNames, Target};
+pub use write::{Adapter, write_lora};
 
 use crate::checkpoint::source::refuse_pickle;
 use crate::dtype::decode_f32;
