@@ -76,10 +76,10 @@ struct Cli {
     /// 1024×1024 images).
     #[arg(long, value_name = "HxW")]
     calib_size: Option<String>,
-    /// --calib-cond: Euler steps per trajectory [default: 28 for models with a guidance
-    /// embedding, 4 otherwise].
-    #[arg(long, value_name = "N")]
-    calib_steps: Option<usize>,
+    /// --calib-cond: Euler steps per trajectory, for every model (FLUX.1-dev's default; finer
+    /// than schnell's 4, so that the set spans the whole flow).
+    #[arg(long, value_name = "N", default_value_t = compile::DEFAULT_TRAJECTORY_STEPS)]
+    calib_steps: usize,
     /// --calib-cond: inputs recorded per prompt, at steps spread over its trajectory.
     #[arg(long, value_name = "K", default_value_t = 4)]
     calib_per_prompt: usize,

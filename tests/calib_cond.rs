@@ -10,7 +10,7 @@ use fastflux::inputs::{InputSet, SyntheticSpec};
 use fastflux::rng::Rng;
 use fastflux::sample::Schedule;
 use fastflux::sample::trajectories::recorded_steps;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use support::*;
@@ -96,6 +96,45 @@ fn recorded_set_round_trips_through_calib_save() {
     // Reloaded with --calib, the set gives the same fits.
     let reloaded = compile_ok(&toy_args(&["--plan", "--calib", saved.to_str().unwrap()]));
     assert_eq!(ranking(&reloaded), ranking(&plan));
+}
+
+/// Without `--calib-steps`, a toy model without guidance embedding is sampled with 28 unshifted
+/// steps (not schnell's 4), and the ten prompts' 4 inputs each cover every one of those steps:
+/// the set reaches down to sigma 1/28, where a 4-step set stops at 0.25.
+#[test]
+fn the_default_trajectory_spans_the_whole_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("traj.safetensors");
+    let cond = toy("prompts.safetensors");
+    let plan = compile_ok(&toy_args(&[
+        "--plan",
+        "--calib-cond",
+        cond.to_str().unwrap(),
+        "--calib-size",
+        "8x8",
+        "--calib-save",
+        saved.to_str().unwrap(),
+    ]));
+    assert!(
+        plan.contains("28 Euler steps at 8x8 image tokens, 4 inputs recorded per prompt"),
+        "{plan}"
+    );
+    let ckpt = FluxCheckpoint::open(&toy("flux-bfl.safetensors"), Some(vec![4, 6, 6])).unwrap();
+    let set = InputSet::load(&saved, &ckpt.config).unwrap();
+    assert_eq!(set.samples, 40);
+    // np.linspace(1, 1/28, 28) in f64, cast to f32: every step's sigma, unshifted.
+    let expected: BTreeSet<u32> = (0..28)
+        .map(|k| (1.0 + (1.0 / 28.0 - 1.0) * k as f64 / 27.0) as f32)
+        .map(f32::to_bits)
+        .collect();
+    let recorded: BTreeSet<u32> = set
+        .get("timestep")
+        .unwrap()
+        .data
+        .iter()
+        .map(|t| t.to_bits())
+        .collect();
+    assert_eq!(recorded, expected);
 }
 
 #[test]

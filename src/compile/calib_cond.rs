@@ -25,9 +25,8 @@ use std::time::Instant;
 pub struct TrajectorySpec {
     pub cond: PathBuf,
     pub grid: Grid,
-    /// Euler steps per trajectory [`None`: 28 for models with a guidance embedding (FLUX.1-dev's
-    /// default), 4 otherwise (FLUX.1-schnell's)].
-    pub steps: Option<usize>,
+    /// Euler steps per trajectory (`--calib-steps`, default [`DEFAULT_TRAJECTORY_STEPS`]).
+    pub steps: usize,
     /// Inputs recorded per prompt.
     pub per_prompt: usize,
     /// Prompt row p starts from the noise of `Rng::new(seed, p)`.
@@ -35,6 +34,16 @@ pub struct TrajectorySpec {
     /// `--calib-guidance` (guidance models only; default 3.5).
     pub guidance: Option<f32>,
 }
+
+/// Euler steps of a calibration trajectory unless `--calib-steps` says otherwise, for every
+/// model: FLUX.1-dev's sampling default. Not a model's own step count (4 for FLUX.1-schnell):
+/// the set should span the whole flow the model is used over, and an `N`-step schedule's
+/// smallest sigma is about `1/N`, so 4 steps never sample below 0.25, and with
+/// `--calib-per-prompt` 4 every prompt records the same 4 noise levels; a finer trajectory also
+/// follows the flow more closely. The finer trajectory costs model evaluations (prompts × steps),
+/// not fitting: the set still holds prompts × `--calib-per-prompt` samples. On the trained toy
+/// (BENCHMARKS.md) 4 steps chose the second-best pair of blocks for `--prune 0.2` and 28 the best.
+pub const DEFAULT_TRAJECTORY_STEPS: usize = 28;
 
 /// Where the calibration set came from (the summary says it).
 #[derive(Clone, Debug)]
@@ -126,9 +135,7 @@ fn sample_trajectories(
     let cond = Conditioning::load(&spec.cond, &signature)?;
     let guidance = resolve_guidance(&signature, spec.guidance)
         .map_err(|e| Error::Usage(format!("--calib-guidance: {e}")))?;
-    let steps = spec
-        .steps
-        .unwrap_or(if signature.guidance { 28 } else { 4 });
+    let steps = spec.steps;
     let sample_spec = SampleSpec {
         grid: spec.grid,
         steps,

@@ -7,7 +7,9 @@ pub mod calib_cond;
 mod guard;
 mod plan;
 
-pub use calib_cond::{CalibrationRecord, CalibrationSource, TrajectorySpec};
+pub use calib_cond::{
+    CalibrationRecord, CalibrationSource, DEFAULT_TRAJECTORY_STEPS, TrajectorySpec,
+};
 pub use plan::{PlanOutcome, parameters_by_part, plan};
 
 use crate::checkpoint::FluxCheckpoint;
