@@ -26,6 +26,10 @@ pub enum Error {
     /// An ONNX Runtime session failed.
     #[error("ONNX Runtime: {0}")]
     Runtime(#[from] RuntimeError),
+    /// The candle executor failed (a shape a node cannot take, a device error): which node or
+    /// tensor, and candle's message.
+    #[error("candle: {0}")]
+    Candle(String),
     /// A broken invariant inside fastflux: a bug, reported instead of panicking.
     #[error("internal error: {0}")]
     Internal(String),

@@ -1,7 +1,9 @@
 //! Executing graphs: the backend interface a stage runs through ([`Backend`]), the staged plan
-//! that runs a graph block by block through it, and ONNX Runtime as its first implementation.
+//! that runs a graph block by block through it, ONNX Runtime as its first implementation and
+//! candle (with autograd, for training) as its second.
 
 pub mod backend;
+pub mod candle;
 pub mod ort;
 pub mod staged;
 

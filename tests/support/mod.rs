@@ -1,7 +1,8 @@
 //! Shared by every integration test binary (each declares `mod support;` and uses its subset):
 //! where the golden references are, running the compiler binary and the checks a refused input
 //! must pass, reading and writing variants of safetensors checkpoints and LoRA files, running a
-//! compiled model in ONNX Runtime, and the Python side (the `onnx` checker).
+//! compiled model in ONNX Runtime, the Python side (the `onnx` checker), and the tiny model's
+//! stages with their ONNX Runtime activations.
 
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
@@ -11,6 +12,7 @@ mod lora_file;
 mod ort;
 mod paths;
 mod python;
+mod stages;
 
 pub use binary::*;
 pub use checkpoint::*;
@@ -18,3 +20,4 @@ pub use lora_file::*;
 pub use ort::*;
 pub use paths::*;
 pub use python::*;
+pub use stages::*;
