@@ -25,5 +25,6 @@ pub mod rng;
 pub mod runtime;
 pub mod sample;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};

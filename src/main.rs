@@ -10,6 +10,7 @@ use fastflux::fit::select::SelectRule;
 use fastflux::onnx::Target;
 use fastflux::runtime::ExecutionProvider;
 use fastflux::sample::Grid;
+use fastflux::train::{Entry, StOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -141,6 +142,28 @@ struct Cli {
     /// Skip LoRA keys that match no weight of the model (with a warning) instead of failing.
     #[arg(long)]
     lora_allow_unmatched: bool,
+    /// Sandwich training: optimizer steps per sandwich (the blocks around each run of replaced
+    /// blocks), on the calibration inputs, against the original model [default: 0, none].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    st_steps: usize,
+    /// Sandwich training: rank of the LoRA adapters on the neighbours' linears (alpha = rank).
+    #[arg(long, value_name = "R", default_value_t = StOptions::default().rank)]
+    st_rank: usize,
+    /// Sandwich training: AdamW's learning rate.
+    #[arg(long, value_name = "LR", default_value_t = StOptions::default().lr)]
+    st_lr: f64,
+    /// Sandwich training: calibration samples per step.
+    #[arg(long, value_name = "N", default_value_t = StOptions::default().batch)]
+    st_batch: usize,
+    /// Sandwich training: what a sandwich's input activations are: the pruned model's, every
+    /// earlier sandwich already trained (sandwiches train in model order), or the original's.
+    #[arg(long, value_enum, default_value_t = EntryArg::Pruned)]
+    st_entry: EntryArg,
+    /// Sandwich training: also write the neighbours' trained adapters as a LoRA file in the
+    /// checkpoint's naming (with alpha). With --emit-safetensors, compiling the emitted
+    /// checkpoint with --lora FILE gives the same ONNX model.
+    #[arg(long, value_name = "FILE")]
+    st_save: Option<PathBuf>,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -160,6 +183,14 @@ enum SelectArg {
     Output,
     /// The local fit error.
     Local,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum EntryArg {
+    /// The pruned model's activations, earlier sandwiches trained.
+    Pruned,
+    /// The original model's activations.
+    Original,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -209,6 +240,22 @@ fn brll_options(cli: &Cli) -> Option<BrllOptions> {
     Some(options)
 }
 
+/// `--st-steps` and its flags.
+fn st_options(cli: &Cli) -> StOptions {
+    StOptions {
+        steps: cli.st_steps,
+        rank: cli.st_rank,
+        lr: cli.st_lr,
+        batch: cli.st_batch,
+        entry: match cli.st_entry {
+            EntryArg::Pruned => Entry::Pruned,
+            EntryArg::Original => Entry::Original,
+        },
+        seed: cli.seed,
+        show_progress: !cli.quiet,
+    }
+}
+
 /// `--calib-cond` and its flags.
 fn trajectories(cli: &Cli) -> fastflux::Result<Option<TrajectorySpec>> {
     let Some(cond) = &cli.calib_cond else {
@@ -242,6 +289,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let st = st_options(&cli);
     let options = CompileOptions {
         checkpoint: cli.checkpoint,
         output: cli.output,
@@ -258,6 +306,8 @@ fn main() -> ExitCode {
         emit_safetensors: cli.emit_safetensors,
         calib_cond,
         calib_save: cli.calib_save,
+        st: Some(st),
+        st_save: cli.st_save,
     };
     // `fastflux::report` renders both outcomes.
     let result = if cli.plan {

@@ -5,10 +5,11 @@
 use crate::checkpoint::brll_meta::BRLL_KEY;
 use crate::compile::calib_cond::describe;
 use crate::compile::{
-    BrllSummary, CalibrationRecord, CalibrationSource, CompileOutcome, PlanOutcome,
+    BrllSummary, CalibrationRecord, CalibrationSource, CompileOutcome, PlanOutcome, StSummary,
 };
 use crate::fit::brll::Ranking;
 use crate::fit::select::{SelectRule, ranked};
+use crate::train::Entry;
 use std::fmt::{self, Display, Formatter, Write as _};
 
 impl Display for CompileOutcome {
@@ -72,6 +73,9 @@ impl Display for CompileOutcome {
         if let Some(brll) = &self.brll {
             write!(f, "\n{brll}")?;
         }
+        if let Some(st) = &self.st {
+            write!(f, "\n{st}")?;
+        }
         Ok(())
     }
 }
@@ -128,6 +132,60 @@ impl Display for BrllSummary {
             Some((error, cosine)) => write!(
                 f,
                 "  verification       relative L2 error {error:.4}, cosine similarity {cosine:.5} (held-out inputs, f32)"
+            ),
+            None => write!(f, "  verification       not run (pass --verify)"),
+        }
+    }
+}
+
+/// What sandwich training trained, how far each loss fell, and where the adapters went.
+impl Display for StSummary {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let (outcome, o) = (&self.outcome, &self.outcome.options);
+        writeln!(
+            f,
+            "ST: {} sandwiches trained, {} steps each (rank {}, lr {}, batch {}, {} calibration \
+             samples, entry: {})",
+            outcome.sandwiches.len(),
+            o.steps,
+            o.rank,
+            o.lr,
+            o.batch,
+            outcome.samples,
+            match o.entry {
+                Entry::Pruned => "the pruned model, earlier sandwiches trained",
+                Entry::Original => "the original model",
+            }
+        )?;
+        for s in &outcome.sandwiches {
+            writeln!(
+                f,
+                "  {}\n      exit loss {:.4e} -> {:.4e} ({:.2}x), {} trainable, {:.1} s ({:.1} steps/s)",
+                s.sandwich,
+                s.loss_before,
+                s.loss_after,
+                s.loss_after / s.loss_before.max(f64::MIN_POSITIVE),
+                human(s.trainable_parameters as f64),
+                s.seconds,
+                s.steps as f64 / s.seconds.max(1e-9)
+            )?;
+        }
+        let linears = outcome.adapters.len();
+        match self.saved {
+            true => writeln!(
+                f,
+                "  adapters           {linears} linears, written to {} and folded into the weights",
+                self.lora.display()
+            )?,
+            false => writeln!(
+                f,
+                "  adapters           {linears} linears, folded into the weights (--st-save FILE keeps them)"
+            )?,
+        }
+        match self.verification {
+            Some((error, cosine)) => write!(
+                f,
+                "  verification       relative L2 error {error:.4}, cosine similarity {cosine:.5} (held-out inputs, f32, after ST)"
             ),
             None => write!(f, "  verification       not run (pass --verify)"),
         }

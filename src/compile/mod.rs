@@ -6,11 +6,13 @@
 pub mod calib_cond;
 mod guard;
 mod plan;
+mod st;
 
 pub use calib_cond::{
     CalibrationRecord, CalibrationSource, DEFAULT_TRAJECTORY_STEPS, TrajectorySpec,
 };
 pub use plan::{PlanOutcome, parameters_by_part, plan};
+pub use st::{StSummary, train_sandwiches};
 
 use crate::checkpoint::FluxCheckpoint;
 use crate::checkpoint::lora::LoraSpec;
@@ -23,6 +25,7 @@ use crate::ir::cost::Tokens;
 use crate::lift::{self, LiftOptions};
 use crate::onnx::{self, ExportOptions, ExportSummary, Target};
 use crate::passes::{self, collapse::CollapseReport, lora::LoraReport};
+use crate::train::StOptions;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -47,6 +50,10 @@ pub struct CompileOptions {
     pub calib_cond: Option<TrajectorySpec>,
     /// `--calib-save FILE`: write the calibration set in the `--calib` format.
     pub calib_save: Option<PathBuf>,
+    /// `--st-steps` and its flags: sandwich training after BRLL (`None` or 0 steps: none).
+    pub st: Option<StOptions>,
+    /// `--st-save FILE`: keep the trained adapters as a LoRA file.
+    pub st_save: Option<PathBuf>,
 }
 
 impl CompileOptions {
@@ -66,6 +73,8 @@ impl CompileOptions {
             emit_safetensors: None,
             calib_cond: None,
             calib_save: None,
+            st: None,
+            st_save: None,
         }
     }
 }
@@ -127,6 +136,7 @@ pub struct CompileOutcome {
     pub lora: Option<LoraReport>,
     pub emitted: Option<Emitted>,
     pub brll: Option<BrllSummary>,
+    pub st: Option<StSummary>,
     pub seconds: f64,
 }
 
@@ -186,7 +196,16 @@ pub fn export(
     output: &Path,
     options: &CompileOptions,
 ) -> Result<ExportSummary> {
-    Ok(export_rewritten(compiled, output, options)?.0)
+    Ok(export_rewritten(compiled, output, options, &lora_labels(options))?.0)
+}
+
+/// The folded LoRAs as the exported model's metadata names them: `FILE:SCALE` each.
+fn lora_labels(options: &CompileOptions) -> Vec<String> {
+    options
+        .loras
+        .iter()
+        .map(|l| format!("{}:{}", l.path.display(), l.scale))
+        .collect()
 }
 
 /// `export`, also saying what the export-time rewrites did.
@@ -194,6 +213,7 @@ fn export_rewritten(
     compiled: &Compiled,
     output: &Path,
     options: &CompileOptions,
+    loras: &[String],
 ) -> Result<(ExportSummary, ExportRewrites)> {
     // No source path: the same checkpoint content and flags give the same bytes, wherever
     // the checkpoint lies (a file written by --emit-safetensors compiles to what its source did).
@@ -204,11 +224,6 @@ fn export_rewritten(
         ),
         ("fastflux.dtype".to_owned(), compiled.dtype.to_string()),
     ];
-    let loras: Vec<String> = options
-        .loras
-        .iter()
-        .map(|l| format!("{}:{}", l.path.display(), l.scale))
-        .collect();
     if !loras.is_empty() {
         metadata.push(("fastflux.lora".to_owned(), loras.join(" ")));
     }
@@ -243,7 +258,17 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
     if let Some(save) = &options.calib_save {
         guard::refuse_onto_output("--calib-save", save, output)?;
     }
-    let brll = match &options.brll {
+    if let Some(save) = &options.st_save {
+        guard::refuse_to_overwrite_inputs(&compiled.ckpt, save)?;
+        guard::refuse_onto_output("--st-save", save, output)?;
+    }
+    let st_options = options.st.as_ref().filter(|st| st.steps > 0);
+    if st_options.is_some() && options.brll.is_none() {
+        return Err(Error::Usage(
+            "--st-steps trains the blocks around replaced ones: pass --replace or --prune".into(),
+        ));
+    }
+    let (brll, st) = match &options.brll {
         Some(brll) => {
             let original = compiled.graph.clone();
             let (brll, calibration) = calib_cond::prepare(
@@ -254,10 +279,21 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
                 options.calib_save.as_ref(),
             )?;
             let outcome = fit_brll(&mut compiled, &brll)?;
+            let st = match st_options {
+                Some(st) => Some(train_sandwiches(
+                    &mut compiled,
+                    &original,
+                    &brll,
+                    st,
+                    options.st_save.as_deref(),
+                    output,
+                )?),
+                None => None,
+            };
             let summary = BrllSummary::new(&original, &compiled.graph, outcome, &brll, calibration);
-            Some(summary)
+            (Some(summary), st)
         }
-        None => None,
+        None => (None, None),
     };
     // The checkpoint that sandwich training loads is the rewritten base model: no LoRA in it.
     let emitted = match &options.emit_safetensors {
@@ -265,8 +301,23 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
         None => None,
     };
     // LoRA deltas meet the final weights: those BRLL fitted, and none of those it removed.
-    fold_loras(&mut compiled, options)?;
-    let (export, rewrites) = export_rewritten(&compiled, output, options)?;
+    // Sandwich training's adapters come first, as a `--lora` of the emitted checkpoint would.
+    let mut labels = lora_labels(options);
+    let mut folding = options.clone();
+    if let Some(st) = &st {
+        folding.loras.insert(0, st.lora_spec());
+        labels.insert(0, st.lora_label());
+    }
+    let folded = fold_loras(&mut compiled, &folding);
+    if let Some(st) = &st {
+        st.release();
+        // The report names the adapters as the exported metadata does, not by a removed file.
+        if let (Some(report), false) = (&mut compiled.lora, st.saved) {
+            report.files[0].path = "sandwich-training adapters (not saved)".into();
+        }
+    }
+    folded?;
+    let (export, rewrites) = export_rewritten(&compiled, output, options, &labels)?;
     let parameters_before = compiled.ckpt.sources().values().map(|s| s.numel()).sum();
     Ok(CompileOutcome {
         output: output.to_owned(),
@@ -277,6 +328,7 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
         lora: compiled.lora,
         emitted,
         brll,
+        st,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -70,7 +70,7 @@ pub struct Ranking {
 
 /// The f32 model that calibration runs (ONNX Runtime's CPU kernels compute in f32): `graph`,
 /// the lifted model, retyped.
-fn calibration_graph(graph: &Graph) -> Result<Graph> {
+pub fn calibration_graph(graph: &Graph) -> Result<Graph> {
     retype::to_f32(graph)
 }
 
@@ -148,25 +148,9 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
     let fits: Vec<_> = replaced.iter().map(|r| r.fit.clone()).collect();
     apply_fits(graph, &fits)?;
     let verification = if options.verify {
-        let held_out = match &options.verify_inputs {
-            Some(path) => InputSet::load(path, &ckpt.config)?,
-            None => {
-                let spec = SyntheticSpec {
-                    seed: held_out_seed(options.synthetic.seed),
-                    ..options.synthetic
-                };
-                InputSet::synthetic(&ckpt.config, &spec)?
-            }
-        };
         let mut pruned = calib_graph.clone();
         apply_fits(&mut pruned, &fits)?;
-        Some(compare(
-            &calib_graph,
-            &pruned,
-            ckpt,
-            &held_out,
-            &options.calibration,
-        )?)
+        Some(verify(ckpt, &calib_graph, &pruned, options)?)
     } else {
         None
     };
@@ -178,17 +162,28 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
     })
 }
 
-/// Runs both models on `inputs` stage by stage; returns (relative L2, cosine) of the outputs.
-fn compare(
+/// `--verify`: runs `original` and `pruned` (f32 models) on the held-out inputs
+/// (`--verify-inputs`, else synthetic with another seed) stage by stage; returns (relative L2,
+/// cosine) of the pruned model's output to the original's.
+pub fn verify(
+    ckpt: &FluxCheckpoint,
     original: &Graph,
     pruned: &Graph,
-    ckpt: &FluxCheckpoint,
-    inputs: &InputSet,
-    options: &CalibrationOptions,
+    options: &BrllOptions,
 ) -> Result<(f64, f64)> {
+    let held_out = match &options.verify_inputs {
+        Some(path) => InputSet::load(path, &ckpt.config)?,
+        None => {
+            let spec = SyntheticSpec {
+                seed: held_out_seed(options.synthetic.seed),
+                ..options.synthetic
+            };
+            InputSet::synthetic(&ckpt.config, &spec)?
+        }
+    };
     let run = |graph: &Graph| -> Result<Vec<f32>> {
-        let runner = staged_runner(graph, ckpt, options)?;
-        let mut outputs = runner.run(&inputs.tensors)?;
+        let runner = staged_runner(graph, ckpt, &options.calibration)?;
+        let mut outputs = runner.run(&held_out.tensors)?;
         outputs
             .remove("latent")
             .map(|t| t.data)

@@ -15,14 +15,14 @@
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ir::{BlockIo, Graph, Op, Stream, Value, Weight};
+use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 /// `graph` with every weight exported as f32 and the casts to the compute type removed.
 pub fn to_f32(graph: &Graph) -> Result<Graph> {
-    let mut nodes: Vec<NodeIndex> = graph.graph.node_indices().collect();
-    // Insertion order is a topological order: a node is added after its inputs.
-    nodes.sort_by_key(|&n| graph.node(n).seq);
+    let nodes = insertion_order(graph);
     let mut retyped = Graph::new();
     let mut map: HashMap<Value, Value> = HashMap::new();
     for n in nodes {
@@ -78,6 +78,34 @@ pub fn to_f32(graph: &Graph) -> Result<Graph> {
             .insert(block, BlockIo { streams, condition });
     }
     Ok(retyped)
+}
+
+/// The nodes in the order they were added, as far as the edges allow: the lifter adds a node
+/// after its inputs, so a lifted graph comes out in exactly its insertion order, while a node a
+/// rewrite added later (a fitted BRLL node) comes before the earlier nodes that now read it.
+fn insertion_order(graph: &Graph) -> Vec<NodeIndex> {
+    let mut waiting: HashMap<NodeIndex, usize> = graph
+        .graph
+        .node_indices()
+        .map(|n| (n, graph.inputs(n).len()))
+        .collect();
+    let mut ready: BinaryHeap<Reverse<(u64, NodeIndex)>> = waiting
+        .iter()
+        .filter(|(_, count)| **count == 0)
+        .map(|(&n, _)| Reverse((graph.node(n).seq, n)))
+        .collect();
+    let mut order = Vec::with_capacity(waiting.len());
+    while let Some(Reverse((_, n))) = ready.pop() {
+        order.push(n);
+        for user in graph.graph.neighbors_directed(n, Direction::Outgoing) {
+            let count = waiting.get_mut(&user).expect("every node is counted");
+            *count -= 1;
+            if *count == 0 {
+                ready.push(Reverse((graph.node(user).seq, user)));
+            }
+        }
+    }
+    order
 }
 
 fn mapped(map: &HashMap<Value, Value>, graph: &Graph, v: Value) -> Result<Value> {

@@ -159,7 +159,11 @@ impl ModuleNames {
 }
 
 /// The diffusers modules that store parts of canonical `module`, each with the rows it covers.
-pub(super) fn diffusers_targets(module: &str, shape: [usize; 2], hidden: usize) -> Vec<(String, Target)> {
+pub(super) fn diffusers_targets(
+    module: &str,
+    shape: [usize; 2],
+    hidden: usize,
+) -> Vec<(String, Target)> {
     let target = |rows: Range<usize>, swap_halves| Target {
         weight: format!("{module}.weight"),
         shape,

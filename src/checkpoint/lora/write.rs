@@ -144,19 +144,35 @@ mod tests {
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let schemes = [
-            Scheme::Bfl { prefix: String::new() },
-            Scheme::Bfl { prefix: "model.diffusion_model.".into() },
-            Scheme::Diffusers { prefix: String::new() },
+            Scheme::Bfl {
+                prefix: String::new(),
+            },
+            Scheme::Bfl {
+                prefix: "model.diffusion_model.".into(),
+            },
+            Scheme::Diffusers {
+                prefix: String::new(),
+            },
         ];
         for (k, scheme) in schemes.iter().enumerate() {
             let path = dir.path().join(format!("st-{k}.safetensors"));
             write_lora(&path, scheme, config.hidden, &adapters, &BTreeMap::new()).unwrap();
-            let spec = LoraSpec { path: path.clone(), scale: 1.0 };
+            let spec = LoraSpec {
+                path: path.clone(),
+                scale: 1.0,
+            };
             let file = LoraFile::open(&spec, &names).unwrap();
-            assert!(file.unmatched.is_empty(), "{scheme:?}: {:?}", file.unmatched);
+            assert!(
+                file.unmatched.is_empty(),
+                "{scheme:?}: {:?}",
+                file.unmatched
+            );
             for a in &adapters {
-                let mut pairs: Vec<_> =
-                    file.pairs.iter().filter(|p| p.target.weight == a.weight).collect();
+                let mut pairs: Vec<_> = file
+                    .pairs
+                    .iter()
+                    .filter(|p| p.target.weight == a.weight)
+                    .collect();
                 pairs.sort_by_key(|p| p.target.rows.start);
                 let mut next_row = 0;
                 for p in &pairs {
@@ -167,7 +183,11 @@ mod tests {
                     assert_eq!(p.up.as_slice(), &a.up[rows.start * 2..rows.end * 2]);
                     next_row = rows.end;
                 }
-                assert_eq!(next_row, a.shape[0], "{scheme:?}: {} rows covered", a.weight);
+                assert_eq!(
+                    next_row, a.shape[0],
+                    "{scheme:?}: {} rows covered",
+                    a.weight
+                );
             }
         }
     }

@@ -1,0 +1,122 @@
+//! The sandwich-training step of the compile driver: trains every sandwich of the pruned model
+//! (`train`), puts the trained fitted weights into the graph, and writes the neighbours'
+//! adapters as a LoRA file (`--st-save`, else a temporary one beside the output) that the LoRA
+//! pass then folds like any `--lora` file, so that compiling the emitted checkpoint with
+//! `--lora` that file gives the same model.
+
+use super::Compiled;
+use crate::checkpoint::lora::{LoraSpec, write_lora};
+use crate::error::Result;
+use crate::fit::brll::{self as brll_run, BrllOptions, calibration_graph};
+use crate::ir::Graph;
+use crate::passes;
+use crate::train::{self, StOptions, StOutcome};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What sandwich training did, and where its adapters went.
+pub struct StSummary {
+    pub outcome: StOutcome,
+    /// The LoRA file holding the adapters, folded at scale 1.
+    pub lora: PathBuf,
+    /// Whether that file is the user's `--st-save` (else it is removed once folded).
+    pub saved: bool,
+    /// `--verify` after training: (relative L2, cosine) of the output to the original's.
+    pub verification: Option<(f64, f64)>,
+}
+
+impl StSummary {
+    /// How the adapters are named among the folded LoRAs in the exported model's metadata:
+    /// the `--st-save` file as `--lora` names it, else a fixed label (a temporary path would
+    /// make the same command give different bytes).
+    pub fn lora_label(&self) -> String {
+        match self.saved {
+            true => format!("{}:1", self.lora.display()),
+            false => "sandwich-training:1".to_owned(),
+        }
+    }
+
+    pub fn lora_spec(&self) -> LoraSpec {
+        LoraSpec {
+            path: self.lora.clone(),
+            scale: 1.0,
+        }
+    }
+
+    /// Removes the temporary adapter file (after folding).
+    pub fn release(&self) {
+        if !self.saved {
+            let _ = std::fs::remove_file(&self.lora);
+        }
+    }
+}
+
+/// Trains the sandwiches of `compiled.graph`, which BRLL rewrote from `original`, on the
+/// calibration inputs `brll` names; `save` is `--st-save`, `output` the model being written.
+pub fn train_sandwiches(
+    compiled: &mut Compiled,
+    original: &Graph,
+    brll: &BrllOptions,
+    st: &StOptions,
+    save: Option<&Path>,
+    output: &Path,
+) -> Result<StSummary> {
+    let inputs = brll_run::calibration_inputs(&compiled.ckpt, brll)?;
+    let original32 = calibration_graph(original)?;
+    let pruned32 = calibration_graph(&compiled.graph)?;
+    let outcome = train::run(
+        &compiled.ckpt,
+        &original32,
+        &pruned32,
+        &inputs,
+        &brll.calibration,
+        st,
+    )?;
+    train::apply_fitted(&mut compiled.graph, &outcome.fitted)?;
+    let (lora, saved) = match save {
+        Some(path) => (path.to_owned(), true),
+        None => (temporary_beside(output), false),
+    };
+    let metadata = BTreeMap::from([(
+        "fastflux.st".to_owned(),
+        format!(
+            "sandwich training: rank {}, {} steps, lr {}, batch {}, seed {}",
+            st.rank, st.steps, st.lr, st.batch, st.seed
+        ),
+    )]);
+    let config = &compiled.ckpt.config;
+    write_lora(
+        &lora,
+        &compiled.ckpt.scheme,
+        config.hidden,
+        &outcome.adapters,
+        &metadata,
+    )?;
+    let mut summary = StSummary {
+        outcome,
+        lora,
+        saved,
+        verification: None,
+    };
+    if brll.verify {
+        let mut trained = compiled.graph.clone();
+        passes::lora::run(&mut trained, config, &[summary.lora_spec()], false)?;
+        let trained = calibration_graph(&trained)?;
+        summary.verification = Some(brll_run::verify(
+            &compiled.ckpt,
+            &original32,
+            &trained,
+            brll,
+        )?);
+    }
+    Ok(summary)
+}
+
+/// `OUT.onnx` → `.OUT.onnx.st-lora.safetensors` in the same folder.
+fn temporary_beside(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    output.with_file_name(format!(".{name}.st-lora.safetensors"))
+}

@@ -1,0 +1,275 @@
+//! Sandwich training (FastFLUX's ST): after BRLL, the blocks around each run of replaced blocks
+//! learn to absorb the replacement's error. LoRA adapters on every linear of the neighbours and
+//! the fitted nodes' own weights are trained with candle, on the sandwich's subgraph of the
+//! pruned model lowered from the IR (`runtime::candle`), to reproduce what the original model
+//! computes where the sandwich ends, from the calibration inputs. The trained adapters become a
+//! LoRA file that the LoRA pass folds into the exported weights, and the trained fitted weights
+//! replace the fitted ones.
+
+mod data;
+mod optimize;
+pub mod sandwich;
+
+pub use sandwich::{Sandwich, sandwiches};
+
+use crate::checkpoint::FluxCheckpoint;
+use crate::checkpoint::lora::Adapter;
+use crate::error::{Error, Result};
+use crate::fit::calibrate::{CalibrationOptions, staged_runner};
+use crate::inputs::InputSet;
+use crate::ir::{BlockId, Graph, Op, WeightData};
+use crate::runtime::candle::{LoraShape, Trainables};
+use data::Walk;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// The linears of a neighbour block that get adapters, by module (the weight's name without
+/// its block prefix and `.weight`): attention qkv and output projections and the MLPs of both
+/// streams of a double block, and a single block's two linears. The modulation linears read
+/// only `silu(vec)` and are left as they are, as the method prescribes.
+const ADAPTED_MODULES: [&str; 10] = [
+    "img_attn.qkv",
+    "img_attn.proj",
+    "img_mlp.0",
+    "img_mlp.2",
+    "txt_attn.qkv",
+    "txt_attn.proj",
+    "txt_mlp.0",
+    "txt_mlp.2",
+    "linear1",
+    "linear2",
+];
+
+/// Where a sandwich's input activations come from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Entry {
+    /// The original model's activations at the sandwich's entry.
+    Original,
+    /// The pruned model's, with every earlier sandwich already trained: sandwiches are then
+    /// trained in model order, as the BRLL fits are.
+    #[default]
+    Pruned,
+}
+
+#[derive(Clone, Debug)]
+pub struct StOptions {
+    /// `--st-steps`: optimizer steps per sandwich (0: no training).
+    pub steps: usize,
+    /// `--st-rank`: the adapters' rank (alpha = rank, so the update is `B·A`).
+    pub rank: usize,
+    /// `--st-lr`: AdamW's learning rate.
+    pub lr: f64,
+    /// `--st-batch`: calibration samples per step.
+    pub batch: usize,
+    /// `--st-entry`.
+    pub entry: Entry,
+    /// Seeds the adapters' initialisation and the mini-batch order.
+    pub seed: u64,
+    pub show_progress: bool,
+}
+
+impl Default for StOptions {
+    fn default() -> Self {
+        Self {
+            steps: 0,
+            rank: 8,
+            lr: 1e-3,
+            batch: 4,
+            entry: Entry::default(),
+            seed: 0,
+            show_progress: false,
+        }
+    }
+}
+
+/// What training one sandwich did.
+#[derive(Clone, Debug)]
+pub struct SandwichReport {
+    pub sandwich: Sandwich,
+    /// Mean over the calibration samples of the summed per-stream MSE at the sandwich's exit,
+    /// before and after training.
+    pub loss_before: f64,
+    pub loss_after: f64,
+    pub steps: usize,
+    pub trainable_parameters: usize,
+    pub seconds: f64,
+}
+
+/// What sandwich training produced.
+pub struct StOutcome {
+    pub sandwiches: Vec<SandwichReport>,
+    /// The neighbours' trained adapters.
+    pub adapters: Vec<Adapter>,
+    /// The fitted nodes' trained weights, by weight name.
+    pub fitted: Vec<(String, Arc<Vec<f32>>)>,
+    pub samples: usize,
+    pub options: StOptions,
+}
+
+/// Trains every sandwich of `pruned`, the f32 model BRLL rewrote, against `original`, the f32
+/// model it was rewritten from, on `inputs` (the calibration set).
+pub fn run(
+    ckpt: &FluxCheckpoint,
+    original: &Graph,
+    pruned: &Graph,
+    inputs: &InputSet,
+    calibration: &CalibrationOptions,
+    options: &StOptions,
+) -> Result<StOutcome> {
+    let order: Vec<BlockId> = original.blocks().into_iter().collect();
+    let replaced = replaced_blocks(pruned);
+    check(pruned, &replaced, inputs, options)?;
+    let plan = sandwiches(&order, &replaced);
+    let mut walk = Walk::new(
+        (original, staged_runner(original, ckpt, calibration)?),
+        (pruned, staged_runner(pruned, ckpt, calibration)?),
+        &inputs.tensors,
+        options.entry,
+    )?;
+    let mut outcome = StOutcome {
+        sandwiches: Vec::new(),
+        adapters: Vec::new(),
+        fitted: Vec::new(),
+        samples: inputs.samples,
+        options: options.clone(),
+    };
+    for (k, sandwich) in plan.iter().enumerate() {
+        let data = walk.sandwich(sandwich)?;
+        let trainables = trainables(pruned, sandwich, options.rank)?;
+        let trained = optimize::train(ckpt, &data, &trainables, sandwich, k, options)?;
+        walk.trained(sandwich, &data, trained.exits)?;
+        outcome.adapters.extend(trained.adapters);
+        outcome.fitted.extend(trained.fitted);
+        outcome.sandwiches.push(trained.report);
+    }
+    Ok(outcome)
+}
+
+/// The blocks BRLL replaced: those holding a fitted node.
+fn replaced_blocks(graph: &Graph) -> BTreeSet<BlockId> {
+    graph
+        .graph
+        .node_weights()
+        .filter(|n| matches!(n.op, Op::LinearResidual { .. }))
+        .filter_map(|n| n.block)
+        .collect()
+}
+
+/// Refuses what cannot train, before any stage runs.
+fn check(
+    pruned: &Graph,
+    replaced: &BTreeSet<BlockId>,
+    inputs: &InputSet,
+    options: &StOptions,
+) -> Result<()> {
+    if replaced.is_empty() {
+        return Err(Error::Usage(
+            "--st-steps trains the blocks around replaced ones, but no block is replaced: \
+             pass --replace or --prune (with a fraction that replaces at least one block)"
+                .into(),
+        ));
+    }
+    if options.rank == 0 {
+        return Err(Error::Usage("--st-rank must be at least 1".into()));
+    }
+    if options.batch == 0 || inputs.samples < options.batch {
+        return Err(Error::Usage(format!(
+            "--st-batch {}: the calibration set has {} samples, too few for one batch",
+            options.batch, inputs.samples
+        )));
+    }
+    if !(options.lr.is_finite() && options.lr > 0.0) {
+        return Err(Error::Usage(format!(
+            "--st-lr {}: expected a positive learning rate",
+            options.lr
+        )));
+    }
+    let order: Vec<BlockId> = pruned.blocks().into_iter().collect();
+    for sandwich in sandwiches(&order, replaced) {
+        for (name, shape) in adapted_weights(pruned, &sandwich) {
+            let limit = shape[0].min(shape[1]);
+            if options.rank > limit {
+                return Err(Error::Usage(format!(
+                    "--st-rank {}: `{name}` is {shape:?}, which allows rank at most {limit}",
+                    options.rank
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The weights of the sandwich's neighbours that get adapters, with their shapes.
+fn adapted_weights(graph: &Graph, sandwich: &Sandwich) -> Vec<(String, [usize; 2])> {
+    let neighbours: BTreeSet<BlockId> = sandwich.neighbours().collect();
+    let mut found = Vec::new();
+    for node in graph.graph.node_weights() {
+        let Op::Weight(w) = &node.op else { continue };
+        let Some(block) = node.block.filter(|b| neighbours.contains(b)) else {
+            continue;
+        };
+        let module = w
+            .name
+            .strip_prefix(&format!("{block}."))
+            .and_then(|m| m.strip_suffix(".weight"));
+        if let (Some(module), &[rows, cols]) = (module, w.shape.as_slice())
+            && ADAPTED_MODULES.contains(&module)
+        {
+            found.push((w.name.clone(), [rows, cols]));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// What trains in `sandwich`: adapters on its neighbours' linears, and its fitted nodes whole.
+fn trainables(graph: &Graph, sandwich: &Sandwich, rank: usize) -> Result<Trainables> {
+    let mut trainables = Trainables::default();
+    for (name, _) in adapted_weights(graph, sandwich) {
+        trainables.lora.insert(
+            name,
+            LoraShape {
+                rank,
+                alpha: rank as f32,
+            },
+        );
+    }
+    for node in graph.graph.node_weights() {
+        if let (Op::Weight(w), Some(block)) = (&node.op, node.block)
+            && sandwich.replaced.contains(&block)
+        {
+            trainables.full.insert(w.name.clone());
+        }
+    }
+    if trainables.full.is_empty() {
+        return Err(Error::Internal(format!(
+            "sandwich {sandwich} has no fitted weights"
+        )));
+    }
+    Ok(trainables)
+}
+
+/// Replaces the fitted weights of `graph` with their trained values (by weight name).
+pub fn apply_fitted(graph: &mut Graph, fitted: &[(String, Arc<Vec<f32>>)]) -> Result<()> {
+    for (name, values) in fitted {
+        let weight = graph
+            .graph
+            .node_weights_mut()
+            .find_map(|n| match &mut n.op {
+                Op::Weight(w) if &w.name == name => Some(w),
+                _ => None,
+            });
+        let weight = weight.ok_or_else(|| {
+            Error::Internal(format!("trained weight `{name}` is not in the model"))
+        })?;
+        if weight.numel() != values.len() {
+            return Err(Error::Internal(format!(
+                "trained weight `{name}`: {} values for shape {:?}",
+                values.len(),
+                weight.shape
+            )));
+        }
+        weight.data = WeightData::Owned(values.clone());
+    }
+    Ok(())
+}

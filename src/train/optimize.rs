@@ -1,0 +1,268 @@
+//! Training one sandwich: its piece lowered to candle with the trainable tensors, AdamW over
+//! seeded mini-batches of the calibration samples, the loss at the exit measured over every
+//! sample before and after, and the trained values read back.
+
+use super::data::SandwichData;
+use super::sandwich::Sandwich;
+use super::{SandwichReport, StOptions};
+use crate::checkpoint::lora::Adapter;
+use crate::error::{Error, Result};
+use crate::ir::TensorStore;
+use crate::rng::Rng;
+use crate::runtime::candle::{Lowered, Trainables};
+use crate::tensor::Tensor;
+use candle_core::{DType, Device, Tensor as CandleTensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A trained sandwich.
+pub struct Trained {
+    pub report: SandwichReport,
+    pub adapters: Vec<Adapter>,
+    pub fitted: Vec<(String, Arc<Vec<f32>>)>,
+    /// The trained piece's outputs on every sample, in its output order.
+    pub exits: Vec<Tensor>,
+}
+
+/// The RNG streams of one sandwich's adapters and mini-batch order.
+const INIT_STREAM: u64 = 0x5354_0000;
+const ORDER_STREAM: u64 = 0x5354_8000;
+
+pub fn train(
+    weights: &dyn TensorStore,
+    data: &SandwichData,
+    trainables: &Trainables,
+    sandwich: &Sandwich,
+    index: usize,
+    options: &StOptions,
+) -> Result<Trained> {
+    let start = Instant::now();
+    let device = Device::Cpu;
+    let mut init = Rng::new(options.seed, INIT_STREAM + index as u64);
+    let lowered = Lowered::new(
+        &data.piece,
+        weights,
+        trainables,
+        &device,
+        DType::F32,
+        &mut init,
+    )?;
+    let vars: Vec<_> = lowered.params().iter().map(|p| p.var.clone()).collect();
+    let trainable_parameters = vars.iter().map(|v| v.elem_count()).sum();
+    let batches = Batches::new(data, options.batch);
+    let loss_before = batches.mean_loss(&lowered, &device)?;
+
+    let mut optimizer = AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr: options.lr,
+            ..ParamsAdamW::default()
+        },
+    )
+    .map_err(candle_error)?;
+    let bar = progress(sandwich, options);
+    let mut order = Rng::new(options.seed, ORDER_STREAM + index as u64);
+    let mut queue: Vec<usize> = Vec::new();
+    for _ in 0..options.steps {
+        if queue.len() < options.batch {
+            queue = shuffled(batches.samples, &mut order);
+        }
+        let rows: Vec<usize> = queue.drain(..options.batch).collect();
+        let loss = batches.loss(&lowered, &device, &rows)?;
+        optimizer.backward_step(&loss).map_err(candle_error)?;
+        let value = loss.to_scalar::<f32>().map_err(candle_error)?;
+        if !value.is_finite() {
+            return Err(Error::Usage(format!(
+                "sandwich training of {sandwich} diverged (loss {value}): lower --st-lr"
+            )));
+        }
+        bar.set_message(format!("loss {value:.4e}"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let loss_after = batches.mean_loss(&lowered, &device)?;
+    let exits = batches.outputs(&lowered, &device)?;
+
+    let adapters = lowered
+        .lora_values()?
+        .into_iter()
+        .map(|l| Adapter {
+            weight: l.weight,
+            shape: l.weight_shape,
+            rank: l.rank,
+            alpha: l.alpha,
+            down: l.down,
+            up: l.up,
+        })
+        .collect();
+    let fitted = lowered
+        .full_values()?
+        .into_iter()
+        .map(|(name, values)| (name, Arc::new(values)))
+        .collect();
+    Ok(Trained {
+        report: SandwichReport {
+            sandwich: sandwich.clone(),
+            loss_before,
+            loss_after,
+            steps: options.steps,
+            trainable_parameters,
+            seconds: start.elapsed().as_secs_f64(),
+        },
+        adapters,
+        fitted,
+        exits,
+    })
+}
+
+/// The sandwich's data cut into candle tensors by sample.
+struct Batches<'a> {
+    data: &'a SandwichData,
+    samples: usize,
+    batch: usize,
+}
+
+impl<'a> Batches<'a> {
+    fn new(data: &'a SandwichData, batch: usize) -> Self {
+        let samples = data
+            .entry
+            .iter()
+            .zip(&data.batched)
+            .find(|(_, b)| **b)
+            .map_or(1, |(t, _)| t.shape[0]);
+        Self {
+            data,
+            samples,
+            batch,
+        }
+    }
+
+    /// The piece's outputs on samples `rows`.
+    fn forward(
+        &self,
+        lowered: &Lowered,
+        device: &Device,
+        rows: &[usize],
+    ) -> Result<Vec<CandleTensor>> {
+        let inputs = self
+            .data
+            .entry
+            .iter()
+            .zip(&self.data.batched)
+            .map(|(t, &batched)| to_candle(t, batched.then_some(rows), device))
+            .collect::<Result<Vec<_>>>()?;
+        lowered.forward(&inputs)
+    }
+
+    /// Sum over the exits of the mean squared error on samples `rows`.
+    fn loss(&self, lowered: &Lowered, device: &Device, rows: &[usize]) -> Result<CandleTensor> {
+        let outputs = self.forward(lowered, device, rows)?;
+        let mut total: Option<CandleTensor> = None;
+        for (out, target) in outputs.iter().zip(&self.data.targets) {
+            let target = to_candle(target, Some(rows), device)?;
+            let mse = out
+                .sub(&target)
+                .and_then(|d| d.sqr())
+                .and_then(|d| d.mean_all())
+                .map_err(candle_error)?;
+            total = Some(match total {
+                Some(t) => t.add(&mse).map_err(candle_error)?,
+                None => mse,
+            });
+        }
+        total.ok_or_else(|| Error::Internal("a sandwich with no exit".into()))
+    }
+
+    /// The loss over every sample, batch by batch, weighted by batch size.
+    fn mean_loss(&self, lowered: &Lowered, device: &Device) -> Result<f64> {
+        let mut sum = 0.0;
+        for rows in self.chunks() {
+            let loss = self.loss(lowered, device, &rows)?;
+            let value = loss.detach().to_scalar::<f32>().map_err(candle_error)?;
+            sum += f64::from(value) * rows.len() as f64;
+        }
+        Ok(sum / self.samples as f64)
+    }
+
+    /// The piece's outputs on every sample, stacked.
+    fn outputs(&self, lowered: &Lowered, device: &Device) -> Result<Vec<Tensor>> {
+        let mut stacked: Vec<Tensor> = Vec::new();
+        for rows in self.chunks() {
+            let outputs = self.forward(lowered, device, &rows)?;
+            for (k, out) in outputs.into_iter().enumerate() {
+                let shape = out.dims().to_vec();
+                let values = out
+                    .detach()
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(candle_error)?;
+                match stacked.get_mut(k) {
+                    Some(acc) => {
+                        acc.shape[0] += shape[0];
+                        acc.data.extend_from_slice(&values);
+                    }
+                    None => stacked.push(Tensor {
+                        name: self.data.targets[k].name.clone(),
+                        shape,
+                        data: values,
+                    }),
+                }
+            }
+        }
+        Ok(stacked)
+    }
+
+    fn chunks(&self) -> impl Iterator<Item = Vec<usize>> + '_ {
+        (0..self.samples)
+            .step_by(self.batch)
+            .map(|s| (s..(s + self.batch).min(self.samples)).collect())
+    }
+}
+
+/// `t`'s samples `rows` (all of it when `None`) as a candle tensor.
+fn to_candle(t: &Tensor, rows: Option<&[usize]>, device: &Device) -> Result<CandleTensor> {
+    let (shape, data) = match rows {
+        None => (t.shape.clone(), t.data.clone()),
+        Some(rows) => {
+            let row: usize = t.shape[1..].iter().product();
+            let mut data = Vec::with_capacity(rows.len() * row);
+            for &r in rows {
+                data.extend_from_slice(&t.data[r * row..(r + 1) * row]);
+            }
+            let mut shape = t.shape.clone();
+            shape[0] = rows.len();
+            (shape, data)
+        }
+    };
+    CandleTensor::from_vec(data, shape, device).map_err(candle_error)
+}
+
+/// A seeded permutation of `0..n` (Fisher–Yates).
+fn shuffled(n: usize, rng: &mut Rng) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = ((rng.uniform() * (i + 1) as f64) as usize).min(i);
+        order.swap(i, j);
+    }
+    order
+}
+
+fn progress(sandwich: &Sandwich, options: &StOptions) -> ProgressBar {
+    let bar = match options.show_progress {
+        true => ProgressBar::new(options.steps as u64),
+        false => ProgressBar::hidden(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "ST {sandwich} {{bar:30}} {{pos}}/{{len}} steps ({{per_sec}}, eta {{eta}}) {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+fn candle_error(e: candle_core::Error) -> Error {
+    crate::runtime::candle::candle_error("sandwich training", e)
+}

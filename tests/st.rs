@@ -1,0 +1,157 @@
+//! Sandwich training end to end through `fastflux-compile`: zero steps change nothing, training
+//! lowers the exit loss, the trained model is reproducible, and its adapters, saved as a LoRA
+//! file and folded into the emitted checkpoint with `--lora`, give the same ONNX model byte for
+//! byte. Bad flags are refused with a clear error.
+
+mod support;
+
+use std::path::Path;
+use support::*;
+
+/// The tiny-dev BFL checkpoint, f32, double.1 replaced, a small synthetic calibration set.
+fn args(out: &Path, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut flags = vec![
+        "--replace",
+        "double.1",
+        "--calib-samples",
+        "8",
+        "--calib-image-tokens",
+        "64",
+        "--calib-text-tokens",
+        "16",
+    ];
+    flags.extend_from_slice(extra);
+    golden_f32_args("flux-bfl.safetensors", out, &flags)
+}
+
+fn bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn assert_same_model(a: &Path, b: &Path, what: &str) {
+    for suffix in ["", ".data"] {
+        let (x, y) = (
+            a.with_extension(format!("onnx{suffix}")),
+            b.with_extension(format!("onnx{suffix}")),
+        );
+        assert!(
+            bytes(&x) == bytes(&y),
+            "{what}: {} and {} differ",
+            x.display(),
+            y.display()
+        );
+    }
+}
+
+#[test]
+fn zero_steps_give_plain_brll_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["plain", "zero"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    // The same file name in both: the graph names its data file.
+    let (plain, zero) = (
+        dir.path().join("plain/m.onnx"),
+        dir.path().join("zero/m.onnx"),
+    );
+    compile_ok(&args(&plain, &[]));
+    compile_ok(&args(&zero, &["--st-steps", "0"]));
+    assert_same_model(&plain, &zero, "--st-steps 0 against plain BRLL");
+}
+
+#[test]
+fn trained_adapters_fold_like_a_lora_of_the_emitted_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["st", "again", "re"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    let (st, again, re) = (
+        d.join("st/m.onnx"),
+        d.join("again/m.onnx"),
+        d.join("re/m.onnx"),
+    );
+    let (lora, emitted) = (d.join("st.safetensors"), d.join("emitted.safetensors"));
+    let train = [
+        "--st-steps",
+        "20",
+        "--st-batch",
+        "4",
+        "--st-save",
+        lora.to_str().unwrap(),
+        "--emit-safetensors",
+        emitted.to_str().unwrap(),
+    ];
+    let report = compile_ok(&args(&st, &train));
+    assert!(report.contains("ST: 1 sandwiches trained"), "{report}");
+    let losses = report
+        .lines()
+        .find(|l| l.contains("exit loss"))
+        .unwrap_or_else(|| panic!("no loss line:\n{report}"));
+    let numbers: Vec<f64> = losses
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        numbers[1] < numbers[0],
+        "the exit loss did not fall: {losses}"
+    );
+
+    // The same command again: the same bytes (seeded initialisation and batch order).
+    std::fs::remove_file(&lora).unwrap();
+    std::fs::remove_file(&emitted).unwrap();
+    compile_ok(&args(&again, &train));
+    assert_same_model(&st, &again, "the same ST command twice");
+
+    // The emitted checkpoint (the trained fitted weights, untouched neighbours) plus the
+    // saved adapters as --lora compiles to the ST run's model.
+    let mut recompile = vec![
+        emitted.clone().into_os_string(),
+        "-o".into(),
+        re.clone().into(),
+    ];
+    for flag in ["--dtype", "f32", "-q", "--axes-dim", TINY_AXES, "--lora"] {
+        recompile.push(flag.into());
+    }
+    recompile.push(lora.clone().into());
+    compile_ok(&recompile);
+    assert_same_model(&st, &re, "the ST run against emitted + --lora");
+
+    // Training changed the model: it is not plain BRLL.
+    let plain = d.join("plain/m.onnx");
+    std::fs::create_dir(d.join("plain")).unwrap();
+    compile_ok(&args(&plain, &[]));
+    assert!(bytes(&plain.with_extension("onnx.data")) != bytes(&st.with_extension("onnx.data")));
+}
+
+#[test]
+fn refuses_what_cannot_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    let no_blocks = golden_f32_args("flux-bfl.safetensors", &out, &["--st-steps", "5"]);
+    let err = compile_err(&no_blocks, &out);
+    assert!(
+        err.contains("--st-steps") && err.contains("--replace"),
+        "{err}"
+    );
+
+    let none_chosen = golden_f32_args(
+        "flux-bfl.safetensors",
+        &out,
+        &["--prune", "0.01", "--st-steps", "5", "--calib-samples", "4"],
+    );
+    let err = compile_err(&none_chosen, &out);
+    assert!(err.contains("no block is replaced"), "{err}");
+
+    let err = compile_err(&args(&out, &["--st-steps", "5", "--st-rank", "65"]), &out);
+    assert!(
+        err.contains("--st-rank 65") && err.contains("at most 64"),
+        "{err}"
+    );
+
+    let err = compile_err(&args(&out, &["--st-steps", "5", "--st-batch", "9"]), &out);
+    assert!(
+        err.contains("8 samples") && err.contains("--st-batch 9"),
+        "{err}"
+    );
+}
