@@ -169,22 +169,12 @@ impl<'a> Walk<'a> {
     /// Runs the original model's stages up to (not including) `until`.
     fn run_original(&mut self, until: usize) -> Result<()> {
         let (_, runner, env) = &mut self.original;
-        for k in self.next.0..until {
-            runner.run_stage(k, env)?;
-            runner.release(k, env);
-        }
-        self.next.0 = self.next.0.max(until);
-        Ok(())
+        advance(runner, env, &mut self.next.0, until)
     }
 
     fn run_pruned(&mut self, until: usize) -> Result<()> {
         let (_, runner, env) = &mut self.pruned;
-        for k in self.next.1..until {
-            runner.run_stage(k, env)?;
-            runner.release(k, env);
-        }
-        self.next.1 = self.next.1.max(until);
-        Ok(())
+        advance(runner, env, &mut self.next.1, until)
     }
 
     /// The original model's value that pruned value `v` stands for: the node of the same
@@ -213,6 +203,17 @@ impl<'a> Walk<'a> {
             pruned.value_name(v)
         )))
     }
+}
+
+/// Runs `runner`'s stages from `*next` up to (not including) `until`, dropping what no later
+/// stage reads.
+fn advance(runner: &StagedRunner, env: &mut Env, next: &mut usize, until: usize) -> Result<()> {
+    for k in *next..until {
+        runner.run_stage(k, env)?;
+        runner.release(k, env);
+    }
+    *next = (*next).max(until);
+    Ok(())
 }
 
 fn is_batched(graph: &Graph, v: Value) -> bool {

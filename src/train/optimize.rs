@@ -4,12 +4,12 @@
 
 use super::data::SandwichData;
 use super::sandwich::Sandwich;
-use super::{SandwichReport, StOptions};
+use super::{Entry, SandwichReport, StOptions};
 use crate::checkpoint::lora::Adapter;
 use crate::error::{Error, Result};
 use crate::ir::TensorStore;
 use crate::rng::Rng;
-use crate::runtime::candle::{Lowered, Trainables};
+use crate::runtime::candle::{Lowered, Trainables, from_host, to_host};
 use crate::tensor::Tensor;
 use candle_core::{DType, Device, Tensor as CandleTensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -22,7 +22,8 @@ pub struct Trained {
     pub report: SandwichReport,
     pub adapters: Vec<Adapter>,
     pub fitted: Vec<(String, Arc<Vec<f32>>)>,
-    /// The trained piece's outputs on every sample, in its output order.
+    /// The trained piece's outputs on every sample, in its output order: what the next
+    /// sandwich's entry is walked from with `Entry::Pruned` (empty with `Entry::Original`).
     pub exits: Vec<Tensor>,
 }
 
@@ -83,7 +84,10 @@ pub fn train(
     }
     bar.finish_and_clear();
     let loss_after = batches.mean_loss(&lowered, &device)?;
-    let exits = batches.outputs(&lowered, &device)?;
+    let exits = match options.entry {
+        Entry::Pruned => batches.outputs(&lowered, &device)?,
+        Entry::Original => Vec::new(),
+    };
 
     let adapters = lowered
         .lora_values()?
@@ -191,23 +195,14 @@ impl<'a> Batches<'a> {
         let mut stacked: Vec<Tensor> = Vec::new();
         for rows in self.chunks() {
             let outputs = self.forward(lowered, device, &rows)?;
-            for (k, out) in outputs.into_iter().enumerate() {
-                let shape = out.dims().to_vec();
-                let values = out
-                    .detach()
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .map_err(candle_error)?;
+            for (k, out) in outputs.iter().enumerate() {
+                let out = to_host(&self.data.targets[k].name, &out.detach())?;
                 match stacked.get_mut(k) {
                     Some(acc) => {
-                        acc.shape[0] += shape[0];
-                        acc.data.extend_from_slice(&values);
+                        acc.shape[0] += out.shape[0];
+                        acc.data.extend_from_slice(&out.data);
                     }
-                    None => stacked.push(Tensor {
-                        name: self.data.targets[k].name.clone(),
-                        shape,
-                        data: values,
-                    }),
+                    None => stacked.push(out),
                 }
             }
         }
@@ -223,20 +218,22 @@ impl<'a> Batches<'a> {
 
 /// `t`'s samples `rows` (all of it when `None`) as a candle tensor.
 fn to_candle(t: &Tensor, rows: Option<&[usize]>, device: &Device) -> Result<CandleTensor> {
-    let (shape, data) = match rows {
-        None => (t.shape.clone(), t.data.clone()),
-        Some(rows) => {
-            let row: usize = t.shape[1..].iter().product();
-            let mut data = Vec::with_capacity(rows.len() * row);
-            for &r in rows {
-                data.extend_from_slice(&t.data[r * row..(r + 1) * row]);
-            }
-            let mut shape = t.shape.clone();
-            shape[0] = rows.len();
-            (shape, data)
-        }
+    let Some(rows) = rows else {
+        return from_host(t, device, DType::F32);
     };
-    CandleTensor::from_vec(data, shape, device).map_err(candle_error)
+    let row: usize = t.shape[1..].iter().product();
+    let mut picked = Tensor {
+        name: t.name.clone(),
+        shape: t.shape.clone(),
+        data: Vec::with_capacity(rows.len() * row),
+    };
+    picked.shape[0] = rows.len();
+    for &r in rows {
+        picked
+            .data
+            .extend_from_slice(&t.data[r * row..(r + 1) * row]);
+    }
+    from_host(&picked, device, DType::F32)
 }
 
 /// A seeded permutation of `0..n` (Fisher–Yates).
