@@ -8,8 +8,7 @@ mod support;
 use faer::linalg::solvers::SolveLstsq;
 use fastflux::checkpoint::FluxCheckpoint;
 use fastflux::dtype::DType;
-use fastflux::fit::calibrate::{CalibrationOptions, FitKind, fit_sequentially, rank_blocks};
-use fastflux::inputs::{InputSet, SyntheticSpec};
+use fastflux::fit::calibrate::{fit_sequentially, rank_blocks};
 use fastflux::ir::BlockId;
 use fastflux::lift::{LiftOptions, lift};
 use fastflux::metrics::relative_l2;
@@ -19,44 +18,6 @@ use fastflux::tensor::read_f32_tensors;
 use std::collections::BTreeSet;
 use std::path::Path;
 use support::*;
-
-fn calibration(ridge: f64) -> CalibrationOptions {
-    CalibrationOptions {
-        kind: FitKind::Plain,
-        ridge,
-        batch: 4,
-        threads: 1,
-        provider: fastflux::runtime::ExecutionProvider::Cpu,
-        show_progress: false,
-        effect_samples: 0,
-    }
-}
-
-fn tiny() -> FluxCheckpoint {
-    FluxCheckpoint::open(&golden("diffusers"), None).unwrap()
-}
-
-/// The command-line flags that make the compiler calibrate on exactly `inputs()`.
-const CALIBRATION_FLAGS: [&str; 8] = [
-    "--calib-samples",
-    "6",
-    "--calib-image-tokens",
-    "64",
-    "--calib-text-tokens",
-    "16",
-    "--seed",
-    "3",
-];
-
-fn inputs(ckpt: &FluxCheckpoint) -> InputSet {
-    let spec = SyntheticSpec {
-        samples: 6,
-        image_tokens: 64,
-        text_tokens: 16,
-        seed: 3,
-    };
-    InputSet::synthetic(&ckpt.config, &spec).unwrap()
-}
 
 /// The least-squares solution of `[x 1] Θ ≈ y − x` by Householder QR of the stacked design
 /// matrix: a different algorithm from the fitter's normal equations and Cholesky.
@@ -308,112 +269,6 @@ fn exported_pruned_model_computes_what_calibration_predicted() {
             "{name} missing from the exported model"
         );
     }
-}
-
-/// Compiles tiny-dev with `--replace replace` (and `extra` flags) and checks the exported model,
-/// whose runs of fitted blocks are collapsed, against the staged run of the uncollapsed IR with
-/// the same fits. Returns the exported initializer names.
-fn collapsed_export_equals_uncollapsed_ir(
-    replace: &str,
-    blocks: &[BlockId],
-    kind: FitKind,
-) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("collapsed.onnx");
-    let ckpt_path = golden("diffusers");
-    let mut args = vec![
-        ckpt_path.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--dtype",
-        "f32",
-        "--replace",
-        replace,
-        "-q",
-    ];
-    if kind == FitKind::Conditioned {
-        args.extend(["--fit", "conditioned"]);
-    }
-    args.extend(CALIBRATION_FLAGS);
-    compile_ok(&args);
-
-    let ckpt = tiny();
-    let mut graph = lift(&ckpt, LiftOptions { dtype: DType::F32 }).unwrap();
-    let chosen: BTreeSet<_> = blocks.iter().copied().collect();
-    let options = CalibrationOptions {
-        kind,
-        ..calibration(1e-6)
-    };
-    let reports = fit_sequentially(&graph, &ckpt, &inputs(&ckpt), &chosen, &options).unwrap();
-    let fits: Vec<_> = reports.into_iter().map(|r| r.fit).collect();
-    apply_fits(&mut graph, &fits).unwrap();
-    let golden_inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
-    let staged = StagedRunner::new(&graph, &ckpt, 2, 1)
-        .run(&golden_inputs)
-        .unwrap();
-    let exported = run_golden(&out);
-    let error = relative_l2(&exported, &staged["latent"].data);
-    eprintln!("--replace {replace} ({kind:?}): relative L2 {error:.2e}");
-    // Composing reorders f32 sums; a wrong composition (a transposed product, a lost bias)
-    // is off by far more than that.
-    assert!(
-        error < 1e-5,
-        "--replace {replace}: collapsed export differs from the uncollapsed IR by {error:.2e}"
-    );
-
-    let (ok, text) = python_run(
-        "import sys, onnx\nm = onnx.load(sys.argv[1], load_external_data=False)\nprint('\\n'.join(t.name for t in m.graph.initializer))",
-        &[&out],
-    );
-    assert!(ok, "{text}");
-    text
-}
-
-#[test]
-fn a_run_of_replaced_double_blocks_exports_as_one_linear_per_stream() {
-    let names = collapsed_export_equals_uncollapsed_ir(
-        "double.0,double.1",
-        &[BlockId::Double(0), BlockId::Double(1)],
-        FitKind::Plain,
-    );
-    for stream in ["img", "txt"] {
-        let composed = format!("double_blocks.0-1.brll.{stream}.affine.weight");
-        assert!(names.contains(&composed), "{composed} missing: {names}");
-    }
-    assert!(!names.contains("double_blocks.0.brll"), "{names}");
-    assert!(!names.contains("double_blocks.1.brll"), "{names}");
-}
-
-#[test]
-fn a_run_of_replaced_single_blocks_exports_as_one_linear() {
-    let names = collapsed_export_equals_uncollapsed_ir(
-        "single.1-3",
-        &[BlockId::Single(1), BlockId::Single(2), BlockId::Single(3)],
-        FitKind::Plain,
-    );
-    assert!(
-        names.contains("single_blocks.1-3.brll.affine.weight"),
-        "{names}"
-    );
-    for i in 1..=3 {
-        assert!(
-            !names.contains(&format!("single_blocks.{i}.brll")),
-            "{names}"
-        );
-    }
-}
-
-#[test]
-fn a_run_of_conditioned_fits_composes_with_its_condition_term() {
-    let names = collapsed_export_equals_uncollapsed_ir(
-        "single.1-3",
-        &[BlockId::Single(1), BlockId::Single(2), BlockId::Single(3)],
-        FitKind::Conditioned,
-    );
-    assert!(
-        names.contains("single_blocks.1-3.brll.cond_weight"),
-        "{names}"
-    );
 }
 
 #[test]

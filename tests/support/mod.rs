@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 mod binary;
+mod brll_calib;
 mod checkpoint;
 mod lora_file;
 mod ort;
@@ -15,6 +16,7 @@ mod python;
 mod stages;
 
 pub use binary::*;
+pub use brll_calib::*;
 pub use checkpoint::*;
 pub use lora_file::*;
 pub use ort::*;
