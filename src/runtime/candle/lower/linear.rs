@@ -1,20 +1,24 @@
 //! Linear (`x Wᵀ + b`, plus a LoRA adapter's `scale · (x Aᵀ) Bᵀ` when one sits on W) and
 //! LinearResidual (BRLL's `x + x Wᵀ + b [+ c Uᵀ]`, the per-sample term broadcast over tokens).
 
+use super::frozen::frozen_product;
 use super::{LoraAdapter, NodeCx};
 use crate::ir::Op;
 use candle_core::{Result, Tensor};
 
 /// `x Wᵀ` for `x [… , in]` and `w [out, in]`: the leading axes flattened into rows, so that the
-/// product is one 2-D matmul of a contiguous `x` with the transposed view of `w`.
+/// product is one 2-D matmul of a contiguous `x` with the transposed view of `w`. A frozen `w`
+/// (a constant: no variable, no op) under a tracked `x` takes `frozen_product`, whose backward
+/// skips the weight's gradient.
 pub(super) fn matmul_transposed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (in_features, out_features) = (w.dim(1)?, w.dim(0)?);
     let rows = x.elem_count() / in_features.max(1);
-    let product = x
-        .contiguous()?
-        .reshape((rows, in_features))?
-        .matmul(&w.t()?)?;
+    let x2 = x.contiguous()?.reshape((rows, in_features))?;
+    let product = match x.track_op() && !w.track_op() && w.device().is_cpu() {
+        true => frozen_product(&x2, w)?,
+        false => x2.matmul(&w.t()?)?,
+    };
     let mut out_dims = dims;
     if let Some(last) = out_dims.last_mut() {
         *last = out_features;

@@ -6,6 +6,7 @@
 mod attention;
 mod elementwise;
 mod embedding;
+mod frozen;
 mod fused;
 mod linear;
 mod modulation;
