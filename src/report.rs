@@ -160,15 +160,22 @@ impl Display for StSummary {
         for s in &outcome.sandwiches {
             writeln!(
                 f,
-                "  {}\n      exit loss {:.4e} -> {:.4e} ({:.2}x), {} trainable, {:.1} s ({:.1} steps/s)",
+                "  {}\n      exit loss {:.4e} -> {:.4e} ({:.2}x), {} trainable, {:.1} s ({:.2} steps/s)",
                 s.sandwich,
                 s.loss_before,
                 s.loss_after,
                 s.loss_after / s.loss_before.max(f64::MIN_POSITIVE),
                 human(s.trainable_parameters as f64),
                 s.seconds,
-                s.steps as f64 / s.seconds.max(1e-9)
+                s.steps as f64 / s.step_seconds.max(1e-9)
             )?;
+            if let Some(raised) = s.reverted_from {
+                writeln!(
+                    f,
+                    "      training raised the loss to {raised:.4e}: the sandwich keeps its BRLL fit \
+                     (lower --st-lr, or calibrate on more samples)"
+                )?;
+            }
         }
         let linears = outcome.adapters.len();
         match self.saved {

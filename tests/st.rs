@@ -1,7 +1,7 @@
 //! Sandwich training end to end through `fastflux-compile`: zero steps change nothing, training
 //! lowers the exit loss, the trained model is reproducible, and its adapters, saved as a LoRA
 //! file and folded into the emitted checkpoint with `--lora`, give the same ONNX model byte for
-//! byte. Bad flags are refused with a clear error.
+//! byte. Training that raises the loss is undone. Bad flags are refused with a clear error.
 
 mod support;
 
@@ -122,6 +122,46 @@ fn trained_adapters_fold_like_a_lora_of_the_emitted_checkpoint() {
     std::fs::create_dir(d.join("plain")).unwrap();
     compile_ok(&args(&plain, &[]));
     assert!(bytes(&plain.with_extension("onnx.data")) != bytes(&st.with_extension("onnx.data")));
+}
+
+#[test]
+fn training_that_raises_the_loss_keeps_the_brll_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["plain", "raised"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    let (plain, raised) = (
+        dir.path().join("plain/m.onnx"),
+        dir.path().join("raised/m.onnx"),
+    );
+    compile_ok(&args(&plain, &[]));
+    // AdamW at a learning rate of 0.1 overshoots on tiny-dev (the loss ends ~2x higher).
+    let report = compile_ok(&args(
+        &raised,
+        &["--st-steps", "5", "--st-batch", "4", "--st-lr", "0.1"],
+    ));
+    assert!(
+        report.contains("training raised the loss") && report.contains("keeps its BRLL fit"),
+        "{report}"
+    );
+    let data = |p: &Path| bytes(&p.with_extension("onnx.data"));
+    assert!(
+        data(&plain) == data(&raised),
+        "a reverted sandwich changed the weights"
+    );
+}
+
+#[test]
+fn unsaved_adapters_leave_nothing_beside_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    compile_ok(&args(&out, &["--st-steps", "3", "--st-batch", "4"]));
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["m.onnx", "m.onnx.data"]);
 }
 
 #[test]

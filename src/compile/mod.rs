@@ -268,7 +268,7 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
             "--st-steps trains the blocks around replaced ones: pass --replace or --prune".into(),
         ));
     }
-    let (brll, st) = match &options.brll {
+    let (brll, mut st) = match &options.brll {
         Some(brll) => {
             let original = compiled.graph.clone();
             let (brll, calibration) = calib_cond::prepare(
@@ -286,7 +286,6 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
                     &brll,
                     st,
                     options.st_save.as_deref(),
-                    output,
                 )?),
                 None => None,
             };
@@ -309,7 +308,7 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
         labels.insert(0, st.lora_label());
     }
     let folded = fold_loras(&mut compiled, &folding);
-    if let Some(st) = &st {
+    if let Some(st) = &mut st {
         st.release();
         // The report names the adapters as the exported metadata does, not by a removed file.
         if let (Some(report), false) = (&mut compiled.lora, st.saved) {

@@ -1,12 +1,12 @@
 //! The sandwich-training step of the compile driver: trains every sandwich of the pruned model
 //! (`train`), puts the trained fitted weights into the graph, and writes the neighbours'
-//! adapters as a LoRA file (`--st-save`, else a temporary one beside the output) that the LoRA
+//! adapters as a LoRA file (`--st-save`, else one in a temporary folder) that the LoRA
 //! pass then folds like any `--lora` file, so that compiling the emitted checkpoint with
 //! `--lora` that file gives the same model.
 
 use super::Compiled;
 use crate::checkpoint::lora::{LoraSpec, write_lora};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fit::brll::{self as brll_run, BrllOptions, calibration_graph};
 use crate::ir::Graph;
 use crate::passes;
@@ -19,8 +19,11 @@ pub struct StSummary {
     pub outcome: StOutcome,
     /// The LoRA file holding the adapters, folded at scale 1.
     pub lora: PathBuf,
-    /// Whether that file is the user's `--st-save` (else it is removed once folded).
+    /// Whether that file is the user's `--st-save`.
     pub saved: bool,
+    /// The temporary folder holding the file when it is not `--st-save`: removed on `release`
+    /// or when the summary is dropped, so an error between writing and folding leaves nothing.
+    scratch: Option<tempfile::TempDir>,
     /// `--verify` after training: (relative L2, cosine) of the output to the original's.
     pub verification: Option<(f64, f64)>,
 }
@@ -44,22 +47,19 @@ impl StSummary {
     }
 
     /// Removes the temporary adapter file (after folding).
-    pub fn release(&self) {
-        if !self.saved {
-            let _ = std::fs::remove_file(&self.lora);
-        }
+    pub fn release(&mut self) {
+        self.scratch.take();
     }
 }
 
 /// Trains the sandwiches of `compiled.graph`, which BRLL rewrote from `original`, on the
-/// calibration inputs `brll` names; `save` is `--st-save`, `output` the model being written.
+/// calibration inputs `brll` names; `save` is `--st-save`.
 pub fn train_sandwiches(
     compiled: &mut Compiled,
     original: &Graph,
     brll: &BrllOptions,
     st: &StOptions,
     save: Option<&Path>,
-    output: &Path,
 ) -> Result<StSummary> {
     let inputs = brll_run::calibration_inputs(&compiled.ckpt, brll)?;
     let original32 = calibration_graph(original)?;
@@ -73,9 +73,15 @@ pub fn train_sandwiches(
         st,
     )?;
     train::apply_fitted(&mut compiled.graph, &outcome.fitted)?;
-    let (lora, saved) = match save {
-        Some(path) => (path.to_owned(), true),
-        None => (temporary_beside(output), false),
+    let (lora, scratch) = match save {
+        Some(path) => (path.to_owned(), None),
+        None => {
+            let scratch = tempfile::Builder::new()
+                .prefix("fastflux-st-")
+                .tempdir()
+                .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+            (scratch.path().join("adapters.safetensors"), Some(scratch))
+        }
     };
     let metadata = BTreeMap::from([(
         "fastflux.st".to_owned(),
@@ -95,7 +101,8 @@ pub fn train_sandwiches(
     let mut summary = StSummary {
         outcome,
         lora,
-        saved,
+        saved: scratch.is_none(),
+        scratch,
         verification: None,
     };
     if brll.verify {
@@ -110,13 +117,4 @@ pub fn train_sandwiches(
         )?);
     }
     Ok(summary)
-}
-
-/// `OUT.onnx` → `.OUT.onnx.st-lora.safetensors` in the same folder.
-fn temporary_beside(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    output.with_file_name(format!(".{name}.st-lora.safetensors"))
 }

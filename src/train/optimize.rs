@@ -38,25 +38,30 @@ pub fn train(
     sandwich: &Sandwich,
     index: usize,
     options: &StOptions,
+    device: &Device,
 ) -> Result<Trained> {
     let start = Instant::now();
-    let device = Device::Cpu;
     let mut init = Rng::new(options.seed, INIT_STREAM + index as u64);
     let lowered = Lowered::new(
         &data.piece,
         weights,
         trainables,
-        &device,
+        device,
         DType::F32,
         &mut init,
     )?;
     let vars: Vec<_> = lowered.params().iter().map(|p| p.var.clone()).collect();
     let trainable_parameters = vars.iter().map(|v| v.elem_count()).sum();
     let batches = Batches::new(data, options.batch);
-    let loss_before = batches.mean_loss(&lowered, &device)?;
+    let loss_before = batches.mean_loss(&lowered, device)?;
+    let start_values = vars
+        .iter()
+        .map(|v| v.as_tensor().copy())
+        .collect::<candle_core::Result<Vec<_>>>()
+        .map_err(candle_error)?;
 
     let mut optimizer = AdamW::new(
-        vars,
+        vars.clone(),
         ParamsAdamW {
             lr: options.lr,
             ..ParamsAdamW::default()
@@ -66,12 +71,13 @@ pub fn train(
     let bar = progress(sandwich, options);
     let mut order = Rng::new(options.seed, ORDER_STREAM + index as u64);
     let mut queue: Vec<usize> = Vec::new();
+    let training = Instant::now();
     for _ in 0..options.steps {
         if queue.len() < options.batch {
             queue = shuffled(batches.samples, &mut order);
         }
         let rows: Vec<usize> = queue.drain(..options.batch).collect();
-        let loss = batches.loss(&lowered, &device, &rows)?;
+        let loss = batches.loss(&lowered, device, &rows)?;
         optimizer.backward_step(&loss).map_err(candle_error)?;
         let value = loss.to_scalar::<f32>().map_err(candle_error)?;
         if !value.is_finite() {
@@ -83,9 +89,20 @@ pub fn train(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let loss_after = batches.mean_loss(&lowered, &device)?;
+    let step_seconds = training.elapsed().as_secs_f64();
+    let mut loss_after = batches.mean_loss(&lowered, device)?;
+    // Training that ends above where it started (too high a learning rate, or AdamW's
+    // normalised steps on the near-zero gradients of an exact fit) would ship a model worse
+    // than plain BRLL on the very data it trained on: the sandwich keeps its starting point.
+    let reverted_from = (loss_after > loss_before).then_some(loss_after);
+    if reverted_from.is_some() {
+        for (var, value) in vars.iter().zip(&start_values) {
+            var.set(value).map_err(candle_error)?;
+        }
+        loss_after = batches.mean_loss(&lowered, device)?;
+    }
     let exits = match options.entry {
-        Entry::Pruned => batches.outputs(&lowered, &device)?,
+        Entry::Pruned => batches.outputs(&lowered, device)?,
         Entry::Original => Vec::new(),
     };
 
@@ -114,6 +131,8 @@ pub fn train(
             steps: options.steps,
             trainable_parameters,
             seconds: start.elapsed().as_secs_f64(),
+            step_seconds,
+            reverted_from,
         },
         adapters,
         fitted,

@@ -15,9 +15,45 @@ pub use convert::{from_host, to_host};
 pub use lowered::Lowered;
 pub use trainables::{LoraShape, LoraValues, Param, ParamKind, Trainables};
 
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::runtime::ExecutionProvider;
+use candle_core::Device;
+
+/// The candle device for `provider`, the `--execution-provider` that ONNX Runtime's sessions
+/// also follow: `cuda` needs a build with the `cuda` feature and a GPU; `auto` takes GPU 0
+/// when this build has CUDA, else the CPU.
+pub fn device(provider: ExecutionProvider) -> Result<Device> {
+    let device = match provider {
+        ExecutionProvider::Cpu => Ok(Device::Cpu),
+        ExecutionProvider::Cuda if !candle_core::utils::cuda_is_available() => {
+            return Err(Error::Usage(
+                "--execution-provider cuda: this fastflux was built without CUDA for candle \
+                 (sandwich training); rebuild with `cargo build --release --features cuda`"
+                    .into(),
+            ));
+        }
+        ExecutionProvider::Cuda => Device::new_cuda(0),
+        ExecutionProvider::Auto => Device::cuda_if_available(0),
+    };
+    device.map_err(|e| candle_error("opening the CUDA device for candle", e))
+}
 
 /// A candle failure, with what was being done when it happened.
 pub(crate) fn candle_error(context: impl std::fmt::Display, err: candle_core::Error) -> Error {
     Error::Candle(format!("{context}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_the_cpu_and_auto_falls_back_to_it_without_cuda() {
+        assert!(device(ExecutionProvider::Cpu).unwrap().is_cpu());
+        if !candle_core::utils::cuda_is_available() {
+            assert!(device(ExecutionProvider::Auto).unwrap().is_cpu());
+            let err = device(ExecutionProvider::Cuda).unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
 }
