@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Step time of sandwich training on a GPU (candle's `cuda` feature): one sandwich
+# (single_blocks.0 [single_blocks.1] single_blocks.2) of a FLUX.1-dev-width model of reduced depth
+# (hidden 3072, 24 heads of 128, 1 double + 3 single blocks, random bf16 weights) at 4096 image +
+# 512 text tokens, batch 1; the same run with 0 steps beside it, so the difference is the training.
+#
+# usage (repository root, on a machine with an NVIDIA GPU and the CUDA toolkit):
+#   scripts/gpu-st-step.sh [OUT_DIR]
+#
+# - Binaries: target/release/fastflux-compile and target/release/examples/synth_checkpoint when
+#   present and built with `--features cuda` (carried), else `cargo build --release --features
+#   cuda` here (needs nvcc for candle's kernels and the crates, offline or not).
+# - ONNX Runtime walks the activations (the CPU library from scripts/setup.sh is enough); candle
+#   trains on GPU 0 (`--execution-provider auto` picks it when the build has CUDA).
+# - Never run yet: no GPU was lent to the task that wrote it. Sized for one 10-minute call.
+# Writes $OUT_DIR/gpu-st-step.txt (the two summaries) and log.txt.
+set -euo pipefail
+out=${1:-${OUT:-/tmp/gpu-st-step}}
+work=${WORK:-/tmp/gpu-st-step-work}
+steps=${STEPS:-20}
+mkdir -p "$out" "$work"
+exec > >(tee "$out/log.txt") 2>&1
+step() { echo "== $(date +%T) $*"; }
+
+step binaries
+compile=target/release/fastflux-compile
+synth=target/release/examples/synth_checkpoint
+if [[ ! -x $compile || ! -x $synth ]]; then
+  cargo build --release --features cuda --bin fastflux-compile --example synth_checkpoint
+fi
+[[ -f .venv/.ready-v1 ]] || bash scripts/setup.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+step "checkpoint: hidden 3072, 24 heads, 1 double + 3 single blocks, bf16"
+"$synth" --hidden 3072 --heads 24 --double 1 --single 3 --dtype bf16 -o "$work/wide.safetensors"
+calib=(--calib-samples 2 --calib-image-tokens 4096 --calib-text-tokens 512 --calib-batch 1)
+for n in 0 "$steps"; do
+  step "--replace single.1 --st-steps $n"
+  /usr/bin/time -v "$compile" "$work/wide.safetensors" -o "$work/st$n.onnx" --replace single.1 \
+    "${calib[@]}" --st-steps "$n" --st-batch 1 --execution-provider auto 2> "$work/time$n.txt" \
+    | tee -a "$out/gpu-st-step.txt"
+  grep -E "Elapsed|Maximum resident" "$work/time$n.txt" | tee -a "$out/gpu-st-step.txt"
+done
+step done
