@@ -16,6 +16,8 @@
 //! the velocity error it samples digits with 20 Euler steps from the same noise and reports the
 //! relative difference of the final samples to the unpruned model's.
 
+mod toy_heldout;
+
 use clap::Parser;
 use fastflux::compile::{self, CompileOptions};
 use fastflux::dtype::DType;
@@ -32,6 +34,7 @@ use fastflux::tensor::{Tensor, read_f32_tensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use toy_heldout::{inputs, pack};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// A written model, its replaced blocks (with fit errors), `--verify`'s result and the fits.
@@ -61,47 +64,6 @@ struct Args {
     /// Where models and the held-out file go (a temporary folder by default).
     #[arg(long)]
     out_dir: Option<PathBuf>,
-}
-
-fn get<'a>(t: &'a [Tensor], name: &str) -> &'a Tensor {
-    t.iter().find(|t| t.name == name).expect(name)
-}
-
-fn tensor(name: &str, shape: &[usize], data: Vec<f32>) -> Tensor {
-    let (name, shape) = (name.to_owned(), shape.to_vec());
-    Tensor { name, shape, data }
-}
-
-/// The inputs for images `x` ([S,64,4]) at noise levels `s`, conditioned on `classes`.
-fn inputs(cond: &[Tensor], x: Vec<f32>, s: Vec<f32>, classes: &[usize]) -> Vec<Tensor> {
-    let (txt, pooled) = (get(cond, "txt"), get(cond, "pooled"));
-    let (l, ctx, p) = (txt.shape[1], txt.shape[2], pooled.shape[1]);
-    let pick = |t: &Tensor, w: usize| {
-        classes
-            .iter()
-            .flat_map(|&k| t.data[k * w..][..w].to_vec())
-            .collect()
-    };
-    let n = classes.len();
-    vec![
-        tensor("hidden_states", &[n, 64, 4], x),
-        tensor("encoder_hidden_states", &[n, l, ctx], pick(txt, l * ctx)),
-        tensor("pooled_projections", &[n, p], pick(pooled, p)),
-        tensor("timestep", &[n], s),
-        tensor("img_ids", &[64, 3], get(cond, "img_ids").data.clone()),
-        tensor("txt_ids", &[l, 3], get(cond, "txt_ids").data.clone()),
-    ]
-}
-
-/// Packs a 16×16 image into 64 tokens × 4 channels: token r·8+c, channel 2i+j ← pixel (2r+i, 2c+j).
-fn pack(image: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0; 256];
-    for (r, c, i, j) in
-        (0..8).flat_map(|r| (0..8).flat_map(move |c| (0..4).map(move |q| (r, c, q / 2, q % 2))))
-    {
-        out[(r * 8 + c) * 4 + 2 * i + j] = image[(2 * r + i) * 16 + 2 * c + j];
-    }
-    out
 }
 
 fn write_safetensors(path: &Path, tensors: &[Tensor]) -> Res<()> {

@@ -8,11 +8,8 @@ mod support;
 
 use fastflux::checkpoint::FluxCheckpoint;
 use fastflux::dtype::DType;
-use fastflux::fit::calibrate::{
-    BlockReport, CalibrationOptions, FitKind, fit_sequentially, rank_blocks,
-};
+use fastflux::fit::calibrate::{BlockReport, CalibrationOptions, fit_sequentially, rank_blocks};
 use fastflux::fit::select::{SelectRule, choose};
-use fastflux::inputs::{InputSet, SyntheticSpec};
 use fastflux::ir::{BlockId, Graph};
 use fastflux::lift::{LiftOptions, lift};
 use fastflux::metrics::relative_l2;
@@ -23,40 +20,6 @@ use std::path::{Path, PathBuf};
 use support::*;
 
 const SCALE: f32 = 0.02;
-
-fn calibration() -> CalibrationOptions {
-    CalibrationOptions {
-        kind: FitKind::Plain,
-        ridge: 1e-6,
-        batch: 4,
-        threads: 1,
-        provider: fastflux::runtime::ExecutionProvider::Cpu,
-        show_progress: false,
-        effect_samples: 0,
-    }
-}
-
-/// The command-line flags that make the compiler calibrate on exactly `inputs()`.
-const CALIBRATION_FLAGS: [&str; 8] = [
-    "--calib-samples",
-    "6",
-    "--calib-image-tokens",
-    "64",
-    "--calib-text-tokens",
-    "16",
-    "--seed",
-    "3",
-];
-
-fn inputs(ckpt: &FluxCheckpoint) -> InputSet {
-    let spec = SyntheticSpec {
-        samples: 6,
-        image_tokens: 64,
-        text_tokens: 16,
-        seed: 3,
-    };
-    InputSet::synthetic(&ckpt.config, &spec).unwrap()
-}
 
 fn open(path: &Path) -> (FluxCheckpoint, Graph) {
     let ckpt = FluxCheckpoint::open(path, Some(vec![4, 6, 6])).unwrap();
@@ -92,7 +55,7 @@ fn scaled_gate_checkpoint(dir: &Path, block: usize) -> PathBuf {
 fn effect_by_full_run(ckpt: &FluxCheckpoint, graph: &Graph, block: BlockId, samples: usize) -> f64 {
     let set = inputs(ckpt);
     let chosen: BTreeSet<_> = [block].into();
-    let fits: Vec<_> = fit_sequentially(graph, ckpt, &set, &chosen, &calibration())
+    let fits: Vec<_> = fit_sequentially(graph, ckpt, &set, &chosen, &calibration(1e-6))
         .unwrap()
         .into_iter()
         .map(|r| r.fit)
@@ -121,7 +84,7 @@ fn output_rule_picks_the_block_that_hurts_the_output_least() {
     // The single block with the worst local fit in tiny-dev becomes the one to shrink.
     let dir = tempfile::tempdir().unwrap();
     let (ckpt, graph) = open(&golden("flux-bfl.safetensors"));
-    let plain = rank_blocks(&graph, &ckpt, &inputs(&ckpt), &calibration(), false).unwrap();
+    let plain = rank_blocks(&graph, &ckpt, &inputs(&ckpt), &calibration(1e-6), false).unwrap();
     let worst_single = plain
         .iter()
         .filter(|r| matches!(r.block, BlockId::Single(_)))
@@ -133,7 +96,7 @@ fn output_rule_picks_the_block_that_hurts_the_output_least() {
     };
     let path = scaled_gate_checkpoint(dir.path(), index);
     let (ckpt, graph) = open(&path);
-    let reports = rank_blocks(&graph, &ckpt, &inputs(&ckpt), &calibration(), true).unwrap();
+    let reports = rank_blocks(&graph, &ckpt, &inputs(&ckpt), &calibration(1e-6), true).unwrap();
 
     // Every effect the variants measured is what running the rewritten model gives.
     let mut measured = Vec::new();
@@ -201,7 +164,7 @@ fn effect_samples_measures_on_the_first_samples() {
     let (ckpt, graph) = open(&golden("flux-bfl.safetensors"));
     let options = CalibrationOptions {
         effect_samples: 2,
-        ..calibration()
+        ..calibration(1e-6)
     };
     let reports = rank_blocks(&graph, &ckpt, &inputs(&ckpt), &options, true).unwrap();
     for r in reports

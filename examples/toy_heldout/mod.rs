@@ -9,6 +9,8 @@
 //! ONNX Runtime. Error: relative L2 of the velocity over the whole set against the unpruned
 //! model; loss: mean squared error against `e − x0`.
 
+#![allow(dead_code)] // each example uses its own subset
+
 use fastflux::compile::{self, CompileOptions};
 use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, BrllOutcome};
@@ -26,17 +28,17 @@ use std::sync::Arc;
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn get<'a>(t: &'a [Tensor], name: &str) -> &'a Tensor {
+pub fn get<'a>(t: &'a [Tensor], name: &str) -> &'a Tensor {
     t.iter().find(|t| t.name == name).expect(name)
 }
 
-fn tensor(name: &str, shape: &[usize], data: Vec<f32>) -> Tensor {
+pub fn tensor(name: &str, shape: &[usize], data: Vec<f32>) -> Tensor {
     let (name, shape) = (name.to_owned(), shape.to_vec());
     Tensor { name, shape, data }
 }
 
-/// The model inputs for latents `x` ([S,64,4]) at levels `s`, conditioned on `classes`.
-fn inputs(cond: &[Tensor], x: Vec<f32>, s: Vec<f32>, classes: &[usize]) -> Vec<Tensor> {
+/// The model inputs (in the ONNX input names) for latents `x` ([S,64,4]) at levels `s`, conditioned on `classes`.
+pub fn inputs(cond: &[Tensor], x: Vec<f32>, s: Vec<f32>, classes: &[usize]) -> Vec<Tensor> {
     let (txt, pooled) = (get(cond, "txt"), get(cond, "pooled"));
     let (l, ctx, p) = (txt.shape[1], txt.shape[2], pooled.shape[1]);
     let pick = |t: &Tensor, w: usize| -> Vec<f32> {
@@ -57,7 +59,7 @@ fn inputs(cond: &[Tensor], x: Vec<f32>, s: Vec<f32>, classes: &[usize]) -> Vec<T
 }
 
 /// Token r·8+c, channel 2i+j ← pixel (2r+i, 2c+j) (the toy's README).
-fn pack(image: &[f32]) -> Vec<f32> {
+pub fn pack(image: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0; 256];
     for (r, c, q) in (0..8).flat_map(|r| (0..8).flat_map(move |c| (0..4).map(move |q| (r, c, q)))) {
         out[(r * 8 + c) * 4 + q] = image[(2 * r + q / 2) * 16 + 2 * c + q % 2];
