@@ -116,6 +116,8 @@ struct Cli {
     threads: usize,
     /// Where ONNX Runtime runs calibration, trajectory sampling and --verify: its `cuda` or `cpu`
     /// execution provider, or `auto` (CUDA when the loaded ONNX Runtime has it, else the CPU).
+    /// Sandwich training follows it on candle: `cuda` needs a `--features cuda` build, and
+    /// `auto` takes GPU 0 when the build has CUDA.
     #[arg(long, value_name = "auto|cpu|cuda", default_value = "auto")]
     execution_provider: ExecutionProvider,
     /// Run the pruned and the original model on held-out inputs and compare their outputs.
