@@ -158,7 +158,7 @@ impl Toy {
         };
         let (full, _) = toy.build("full.onnx", None, &[])?;
         toy.reference = velocity(&full, &toy.inputs)?;
-        toy.full_loss = toy.score(&full)?.1;
+        toy.full_loss = toy.loss(&toy.reference);
         toy.full = full;
         Ok(toy)
     }
@@ -195,17 +195,17 @@ impl Toy {
     /// the held-out set.
     pub fn score(&self, model: &Path) -> Res<(f64, f64)> {
         let v = velocity(model, &self.inputs)?;
-        let loss = v
+        Ok((relative_l2(&v, &self.reference), self.loss(&v)))
+    }
+
+    /// Mean squared error of velocities `v` against the held-out targets `e − x0`.
+    fn loss(&self, v: &[f32]) -> f64 {
+        let sum: f64 = v
             .iter()
             .zip(&self.target)
             .map(|(&v, &t)| f64::from(v - t).powi(2))
-            .sum::<f64>()
-            / v.len() as f64;
-        let error = match self.reference.is_empty() {
-            true => 0.0,
-            false => relative_l2(&v, &self.reference),
-        };
-        Ok((error, loss))
+            .sum();
+        sum / v.len() as f64
     }
 
     /// One digit per class 0–9: 20 uniform Euler steps from the same noise (`seed`, stream 1)

@@ -93,13 +93,14 @@ pub fn train(
     let mut loss_after = batches.mean_loss(&lowered, device)?;
     // Training that ends above where it started (too high a learning rate, or AdamW's
     // normalised steps on the near-zero gradients of an exact fit) would ship a model worse
-    // than plain BRLL on the very data it trained on: the sandwich keeps its starting point.
+    // than plain BRLL on the very data it trained on: the sandwich keeps its starting point,
+    // whose loss is the one measured before training.
     let reverted_from = (loss_after > loss_before).then_some(loss_after);
     if reverted_from.is_some() {
         for (var, value) in vars.iter().zip(&start_values) {
             var.set(value).map_err(candle_error)?;
         }
-        loss_after = batches.mean_loss(&lowered, device)?;
+        loss_after = loss_before;
     }
     let exits = match options.entry {
         Entry::Pruned => batches.outputs(&lowered, device)?,
