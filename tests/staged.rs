@@ -26,6 +26,38 @@ fn staged_run_matches_diffusers() {
     assert!(error < 1e-5, "staged run: relative L2 error {error:.3e}");
 }
 
+/// The spilled store (`runtime::spill`), which a sandwich-training walk keeps its activations
+/// in, gives the in-memory run's output to the bit, chunk by chunk.
+#[test]
+fn a_run_with_spilled_activations_matches_the_in_memory_run() {
+    use fastflux::runtime::spill::SpilledEnv;
+    use fastflux::runtime::staged::Activations;
+    let options = CompileOptions {
+        dtype: Some(fastflux::dtype::DType::F32),
+        ..CompileOptions::new(golden("diffusers"))
+    };
+    let compiled = prepare(&options).unwrap();
+    let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
+    let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
+    let in_memory = runner.run(&inputs).unwrap().remove("latent").unwrap();
+    let loaded = runner.load_inputs(&inputs).unwrap();
+    let mut env = SpilledEnv::spill(loaded, |v| runner.batched(v)).unwrap();
+    for k in 0..runner.stages().len() {
+        runner.run_stage(k, &mut env).unwrap();
+        runner.release(k, &mut env);
+    }
+    let (_, latent) = &compiled.graph.outputs[0];
+    assert_eq!(env.samples(*latent), Some(2));
+    let spilled = env.read(*latent, None).unwrap();
+    assert_eq!(spilled.shape, in_memory.shape);
+    assert!(
+        spilled.data == in_memory.data,
+        "the spilled run's output differs"
+    );
+    let (_, reference) = golden_io("expected.safetensors");
+    assert!(relative_l2(&spilled.data, &reference) < 1e-5);
+}
+
 #[test]
 fn the_ort_backend_on_auto_runs_what_the_cpu_runs() {
     use fastflux::runtime::{ExecutionProvider, OrtBackend, ort::cuda_available};

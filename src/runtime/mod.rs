@@ -1,10 +1,13 @@
 //! Executing graphs: the backend interface a stage runs through ([`Backend`]), the staged plan
-//! that runs a graph block by block through it, ONNX Runtime as its first implementation and
+//! that runs a graph block by block through it (its activations in memory or spilled to disk
+//! a chunk at a time), ONNX Runtime as its first implementation and
 //! candle (with autograd, for training) as its second.
 
+pub mod activations;
 pub mod backend;
 pub mod candle;
 pub mod ort;
+pub mod spill;
 pub mod staged;
 
 pub use self::ort::{

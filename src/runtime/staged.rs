@@ -1,8 +1,12 @@
 //! Running a graph stage by stage through a [`Backend`]: the prologue (embedders), each
 //! transformer block, and what lies between and after. Each stage is extracted from the IR and
 //! loaded by the backend on its own, so memory holds one block's weights plus the activations
-//! that are still needed. Calibration reads and rewrites activations between stages.
+//! that are still needed. Calibration reads and rewrites activations between stages. Where the
+//! activations are kept between stages is the caller's choice (`Activations`): in memory, or
+//! spilled to disk a chunk of samples at a time.
 
+use super::activations::not_held;
+pub use super::activations::{Activations, Env};
 use super::backend::{Backend, StageExecutable};
 use super::ort::OrtBackend;
 use crate::error::{Error, Result};
@@ -13,9 +17,6 @@ use indicatif::ProgressBar;
 use petgraph::stable_graph::NodeIndex;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-
-/// Activations by value, every sample stacked on the batch axis.
-pub type Env = HashMap<Value, Tensor>;
 
 #[derive(Clone, Debug)]
 pub struct Stage {
@@ -146,8 +147,8 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
             .collect()
     }
 
-    /// Runs stage `k` over all samples, chunk by chunk, and stores its outputs in `env`.
-    pub fn run_stage(&self, k: usize, env: &mut Env) -> Result<()> {
+    /// Runs stage `k` over all samples, chunk by chunk, and appends its outputs to `env`.
+    pub fn run_stage(&self, k: usize, env: &mut impl Activations) -> Result<()> {
         let stage = &self.stages[k];
         let (piece, external) = self.graph.extract(&stage.nodes, &stage.outputs)?;
         let kept = self.loaded.as_ref().and_then(|l| l.borrow_mut().remove(&k));
@@ -156,49 +157,30 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
             None => self.backend.load(&piece, self.weights)?,
         };
         let samples = self.samples(env, &external)?;
-        let mut results: Vec<Tensor> = Vec::new();
+        // Outputs are appended chunk by chunk, so none may be left from an earlier run.
+        env.retain(&|v| !stage.outputs.contains(v));
         for start in (0..samples).step_by(self.batch) {
-            let end = (start + self.batch).min(samples);
+            let rows = start..(start + self.batch).min(samples);
             let inputs: Vec<Tensor> = external
                 .iter()
-                .map(|&v| {
-                    let t = &env[&v];
-                    if self.batched(v) {
-                        slice_batch(t, start, end)
-                    } else {
-                        t.clone()
-                    }
-                })
-                .collect();
+                .map(|&v| env.read(v, self.batched(v).then(|| rows.clone())))
+                .collect::<Result<_>>()?;
             let outputs = model.run(&inputs)?;
-            if results.is_empty() {
-                results = outputs;
-            } else {
-                // Per-sample outputs are stacked; the others (RoPE tables) are the same every time.
-                for ((acc, out), &v) in results.iter_mut().zip(outputs).zip(&stage.outputs) {
-                    if self.batched(v) {
-                        acc.data.extend_from_slice(&out.data);
-                        acc.shape[0] += out.shape[0];
-                    }
-                }
+            for (&v, out) in stage.outputs.iter().zip(outputs) {
+                env.append(v, out, self.batched(v))?;
             }
             self.progress.inc(1);
         }
         if let Some(loaded) = &self.loaded {
             loaded.borrow_mut().insert(k, model);
         }
-        for (&v, tensor) in stage.outputs.iter().zip(results) {
-            env.insert(v, tensor);
-        }
         Ok(())
     }
 
     /// Drops what no stage after `k` reads (model outputs stay).
-    pub fn release(&self, k: usize, env: &mut Env) {
+    pub fn release(&self, k: usize, env: &mut impl Activations) {
         let outputs: Vec<Value> = self.graph.outputs.iter().map(|(_, v)| *v).collect();
-        env.retain(|v, _| {
-            outputs.contains(v) || self.last_use.get(v).is_some_and(|&last| last > k)
-        });
+        env.retain(&|v| outputs.contains(v) || self.last_use.get(v).is_some_and(|&last| last > k));
     }
 
     /// How many chunks a full run makes (for progress bars).
@@ -206,31 +188,16 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
         (self.stages.len() * samples.div_ceil(self.batch)) as u64
     }
 
-    fn batched(&self, v: Value) -> bool {
+    /// Whether `v` holds one row per sample (RoPE tables are shared by all).
+    pub fn batched(&self, v: Value) -> bool {
         self.graph.ty(v).shape.first() == Some(&Dim::sym("B"))
     }
 
-    fn samples(&self, env: &Env, external: &[Value]) -> Result<usize> {
-        let batched = external.iter().find(|&&v| self.batched(v));
-        Ok(match batched {
-            Some(v) => {
-                env.get(v)
-                    .ok_or_else(|| Error::Internal("stage input not computed".into()))?
-                    .shape[0]
-            }
-            None => 1,
-        })
-    }
-}
-
-fn slice_batch(t: &Tensor, start: usize, end: usize) -> Tensor {
-    let row: usize = t.shape[1..].iter().product();
-    let mut shape = t.shape.clone();
-    shape[0] = end - start;
-    Tensor {
-        name: t.name.clone(),
-        shape,
-        data: t.data[start * row..end * row].to_vec(),
+    fn samples(&self, env: &impl Activations, external: &[Value]) -> Result<usize> {
+        match external.iter().find(|&&v| self.batched(v)) {
+            Some(&v) => env.samples(v).ok_or_else(not_held),
+            None => Ok(1),
+        }
     }
 }
 

@@ -3,35 +3,37 @@
 //! stage through ONNX Runtime as calibration runs it; when sandwiches take their entry from the
 //! pruned model (`Entry::Pruned`), the pruned model's activations are walked beside the
 //! original's, and each trained sandwich's own outputs carry the pruned walk on.
+//!
+//! Both walks spill their activations (`runtime::spill`): memory holds one chunk of samples of
+//! a stage, and a sandwich's data is read back batch by batch, whatever the number of samples.
 
 use super::Entry;
 use super::sandwich::Sandwich;
 use crate::error::{Error, Result};
-use crate::ir::{Dim, Graph, Value};
-use crate::runtime::staged::{Env, StagedRunner};
+use crate::ir::{Graph, Value};
+use crate::runtime::spill::{Held, SpilledEnv};
+use crate::runtime::staged::StagedRunner;
 use crate::tensor::Tensor;
 use petgraph::stable_graph::NodeIndex;
 use std::collections::{HashMap, HashSet};
 
-/// One sandwich's subgraph and the data it trains on, every calibration sample stacked on the
-/// batch axis.
+/// One sandwich's subgraph and the data it trains on: every calibration sample's rows, spilled.
 pub struct SandwichData {
     /// The sandwich's stages of the pruned model, extracted as one piece.
     pub piece: Graph,
-    /// One tensor per piece input, in its input order.
-    pub entry: Vec<Tensor>,
-    /// Whether each entry tensor holds one row per sample (RoPE tables are shared).
-    pub batched: Vec<bool>,
+    /// One value per piece input, in its input order: per-sample rows, or a shared tensor
+    /// (RoPE tables).
+    pub entry: Vec<Held>,
     /// The original model's values of the piece's outputs, in its output order.
-    pub targets: Vec<Tensor>,
+    pub targets: Vec<Held>,
     /// The pruned model's values the piece's outputs stand for.
     pub exits: Vec<Value>,
 }
 
 /// The walk through the stages of the original and the pruned model.
 pub struct Walk<'a> {
-    original: (&'a Graph, StagedRunner<'a>, Env),
-    pruned: (&'a Graph, StagedRunner<'a>, Env),
+    original: (&'a Graph, StagedRunner<'a>, SpilledEnv),
+    pruned: (&'a Graph, StagedRunner<'a>, SpilledEnv),
     /// The next stage each walk runs.
     next: (usize, usize),
     entry: Entry,
@@ -54,10 +56,13 @@ impl<'a> Walk<'a> {
                 "the pruned model's stages are not the original's".into(),
             ));
         }
-        let original_env = original.1.load_inputs(inputs)?;
+        let spill = |runner: &StagedRunner| {
+            SpilledEnv::spill(runner.load_inputs(inputs)?, |v| runner.batched(v))
+        };
+        let original_env = spill(&original.1)?;
         let pruned_env = match entry {
-            Entry::Pruned => pruned.1.load_inputs(inputs)?,
-            Entry::Original => Env::new(),
+            Entry::Pruned => spill(&pruned.1)?,
+            Entry::Original => SpilledEnv::default(),
         };
         let original_nodes = original
             .0
@@ -99,7 +104,6 @@ impl<'a> Walk<'a> {
             })
             .collect();
         let (piece, external) = graph.extract(&nodes, &exits)?;
-        let batched = external.iter().map(|&v| is_batched(graph, v)).collect();
 
         self.run_original(first)?;
         let entry = match self.entry {
@@ -124,7 +128,6 @@ impl<'a> Walk<'a> {
         Ok(SandwichData {
             piece,
             entry,
-            batched,
             targets,
             exits,
         })
@@ -136,7 +139,7 @@ impl<'a> Walk<'a> {
         &mut self,
         sandwich: &Sandwich,
         data: &SandwichData,
-        outputs: Vec<Tensor>,
+        outputs: Vec<Held>,
     ) -> Result<()> {
         if self.entry == Entry::Original {
             return Ok(());
@@ -207,7 +210,12 @@ impl<'a> Walk<'a> {
 
 /// Runs `runner`'s stages from `*next` up to (not including) `until`, dropping what no later
 /// stage reads.
-fn advance(runner: &StagedRunner, env: &mut Env, next: &mut usize, until: usize) -> Result<()> {
+fn advance(
+    runner: &StagedRunner,
+    env: &mut SpilledEnv,
+    next: &mut usize,
+    until: usize,
+) -> Result<()> {
     for k in *next..until {
         runner.run_stage(k, env)?;
         runner.release(k, env);
@@ -216,14 +224,10 @@ fn advance(runner: &StagedRunner, env: &mut Env, next: &mut usize, until: usize)
     Ok(())
 }
 
-fn is_batched(graph: &Graph, v: Value) -> bool {
-    graph.ty(v).shape.first() == Some(&Dim::sym("B"))
-}
-
-fn take(env: &Env, values: &[Value]) -> Result<Vec<Tensor>> {
+fn take(env: &SpilledEnv, values: &[Value]) -> Result<Vec<Held>> {
     values
         .iter()
-        .map(|v| {
+        .map(|&v| {
             env.get(v)
                 .cloned()
                 .ok_or_else(|| Error::Internal("a sandwich's activation was not computed".into()))

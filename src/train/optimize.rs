@@ -1,6 +1,6 @@
 //! Training one sandwich: its piece lowered to candle with the trainable tensors, AdamW over
-//! seeded mini-batches of the calibration samples, the loss at the exit measured over every
-//! sample before and after, and the trained values read back.
+//! seeded mini-batches of the calibration samples (read from their spilled rows), the loss at
+//! the exit measured over every sample before and after, and the trained values read back.
 
 use super::data::SandwichData;
 use super::sandwich::Sandwich;
@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ir::TensorStore;
 use crate::rng::Rng;
 use crate::runtime::candle::{Lowered, Trainables, from_host, to_host};
-use crate::tensor::Tensor;
+use crate::runtime::spill::{Held, Rows};
 use candle_core::{DType, Device, Tensor as CandleTensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,9 +22,9 @@ pub struct Trained {
     pub report: SandwichReport,
     pub adapters: Vec<Adapter>,
     pub fitted: Vec<(String, Arc<Vec<f32>>)>,
-    /// The trained piece's outputs on every sample, in its output order: what the next
-    /// sandwich's entry is walked from with `Entry::Pruned` (empty with `Entry::Original`).
-    pub exits: Vec<Tensor>,
+    /// The trained piece's outputs on every sample (spilled), in its output order: what the
+    /// next sandwich's entry is walked from with `Entry::Pruned` (empty with `Entry::Original`).
+    pub exits: Vec<Held>,
 }
 
 /// The RNG streams of one sandwich's adapters and mini-batch order.
@@ -150,12 +150,7 @@ struct Batches<'a> {
 
 impl<'a> Batches<'a> {
     fn new(data: &'a SandwichData, batch: usize) -> Self {
-        let samples = data
-            .entry
-            .iter()
-            .zip(&data.batched)
-            .find(|(_, b)| **b)
-            .map_or(1, |(t, _)| t.shape[0]);
+        let samples = data.entry.iter().find_map(Held::samples).unwrap_or(1);
         Self {
             data,
             samples,
@@ -174,8 +169,7 @@ impl<'a> Batches<'a> {
             .data
             .entry
             .iter()
-            .zip(&self.data.batched)
-            .map(|(t, &batched)| to_candle(t, batched.then_some(rows), device))
+            .map(|held| from_host(&held.gather(rows)?, device, DType::F32))
             .collect::<Result<Vec<_>>>()?;
         lowered.forward(&inputs)
     }
@@ -185,7 +179,7 @@ impl<'a> Batches<'a> {
         let outputs = self.forward(lowered, device, rows)?;
         let mut total: Option<CandleTensor> = None;
         for (out, target) in outputs.iter().zip(&self.data.targets) {
-            let target = to_candle(target, Some(rows), device)?;
+            let target = from_host(&target.gather(rows)?, device, DType::F32)?;
             let mse = out
                 .sub(&target)
                 .and_then(|d| d.sqr())
@@ -210,23 +204,20 @@ impl<'a> Batches<'a> {
         Ok(sum / self.samples as f64)
     }
 
-    /// The piece's outputs on every sample, stacked.
-    fn outputs(&self, lowered: &Lowered, device: &Device) -> Result<Vec<Tensor>> {
-        let mut stacked: Vec<Tensor> = Vec::new();
+    /// The piece's outputs on every sample, spilled batch by batch.
+    fn outputs(&self, lowered: &Lowered, device: &Device) -> Result<Vec<Held>> {
+        let mut spilled: Vec<Rows> = Vec::new();
         for rows in self.chunks() {
             let outputs = self.forward(lowered, device, &rows)?;
             for (k, out) in outputs.iter().enumerate() {
-                let out = to_host(&self.data.targets[k].name, &out.detach())?;
-                match stacked.get_mut(k) {
-                    Some(acc) => {
-                        acc.shape[0] += out.shape[0];
-                        acc.data.extend_from_slice(&out.data);
-                    }
-                    None => stacked.push(out),
+                let out = to_host(self.data.targets[k].name(), &out.detach())?;
+                match spilled.get_mut(k) {
+                    Some(acc) => acc.push(&out)?,
+                    None => spilled.push(Rows::spill(&out)?),
                 }
             }
         }
-        Ok(stacked)
+        Ok(spilled.into_iter().map(Held::Rows).collect())
     }
 
     fn chunks(&self) -> impl Iterator<Item = Vec<usize>> + '_ {
@@ -234,26 +225,6 @@ impl<'a> Batches<'a> {
             .step_by(self.batch)
             .map(|s| (s..(s + self.batch).min(self.samples)).collect())
     }
-}
-
-/// `t`'s samples `rows` (all of it when `None`) as a candle tensor.
-fn to_candle(t: &Tensor, rows: Option<&[usize]>, device: &Device) -> Result<CandleTensor> {
-    let Some(rows) = rows else {
-        return from_host(t, device, DType::F32);
-    };
-    let row: usize = t.shape[1..].iter().product();
-    let mut picked = Tensor {
-        name: t.name.clone(),
-        shape: t.shape.clone(),
-        data: Vec::with_capacity(rows.len() * row),
-    };
-    picked.shape[0] = rows.len();
-    for &r in rows {
-        picked
-            .data
-            .extend_from_slice(&t.data[r * row..(r + 1) * row]);
-    }
-    from_host(&picked, device, DType::F32)
 }
 
 /// A seeded permutation of `0..n` (Fisher–Yates).
