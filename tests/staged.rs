@@ -2,19 +2,24 @@
 
 mod support;
 
-use fastflux::compile::{CompileOptions, prepare};
+use fastflux::compile::{CompileOptions, Compiled, prepare};
 use fastflux::metrics::relative_l2;
 use fastflux::runtime::staged::StagedRunner;
 use fastflux::tensor::read_f32_tensors;
 use support::*;
 
-#[test]
-fn staged_run_matches_diffusers() {
+/// The tiny-dev model, lifted in f32.
+fn tiny_dev_f32() -> Compiled {
     let options = CompileOptions {
         dtype: Some(fastflux::dtype::DType::F32),
         ..CompileOptions::new(golden("diffusers"))
     };
-    let compiled = prepare(&options).unwrap();
+    prepare(&options).unwrap()
+}
+
+#[test]
+fn staged_run_matches_diffusers() {
+    let compiled = tiny_dev_f32();
     // Batch 1: two ONNX Runtime calls per stage, so the chunking is exercised too.
     let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
     let blocks = runner.stages().iter().filter(|s| s.block.is_some()).count();
@@ -32,11 +37,7 @@ fn staged_run_matches_diffusers() {
 fn a_run_with_spilled_activations_matches_the_in_memory_run() {
     use fastflux::runtime::spill::SpilledEnv;
     use fastflux::runtime::staged::Activations;
-    let options = CompileOptions {
-        dtype: Some(fastflux::dtype::DType::F32),
-        ..CompileOptions::new(golden("diffusers"))
-    };
-    let compiled = prepare(&options).unwrap();
+    let compiled = tiny_dev_f32();
     let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
     let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
     let in_memory = runner.run(&inputs).unwrap().remove("latent").unwrap();
@@ -61,11 +62,7 @@ fn a_run_with_spilled_activations_matches_the_in_memory_run() {
 #[test]
 fn the_ort_backend_on_auto_runs_what_the_cpu_runs() {
     use fastflux::runtime::{ExecutionProvider, OrtBackend, ort::cuda_available};
-    let options = CompileOptions {
-        dtype: Some(fastflux::dtype::DType::F32),
-        ..CompileOptions::new(golden("diffusers"))
-    };
-    let compiled = prepare(&options).unwrap();
+    let compiled = tiny_dev_f32();
     let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
     let run = |backend: OrtBackend| {
         let runner = StagedRunner::with_backend(&compiled.graph, &compiled.ckpt, backend, 2);
@@ -97,11 +94,7 @@ fn errors_at_the_seam_stay_typed() {
     use fastflux::fit::calibrate::{CalibrationOptions, fit_sequentially};
     use fastflux::inputs::{InputSet, SyntheticSpec};
     use fastflux::ir::BlockId;
-    let options = CompileOptions {
-        dtype: Some(fastflux::dtype::DType::F32),
-        ..CompileOptions::new(golden("diffusers"))
-    };
-    let compiled = prepare(&options).unwrap();
+    let compiled = tiny_dev_f32();
 
     // A tensor whose shape does not describe its data: refused before anything runs.
     let golden_inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
