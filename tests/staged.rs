@@ -41,8 +41,8 @@ fn a_run_with_spilled_activations_matches_the_in_memory_run() {
     let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
     let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
     let in_memory = runner.run(&inputs).unwrap().remove("latent").unwrap();
-    let loaded = runner.load_inputs(&inputs).unwrap();
-    let mut env = SpilledEnv::spill(loaded, |v| runner.batched(v)).unwrap();
+    let mut env = SpilledEnv::default();
+    runner.load_inputs_into(&inputs, &mut env).unwrap();
     for k in 0..runner.stages().len() {
         runner.run_stage(k, &mut env).unwrap();
         runner.release(k, &mut env);

@@ -31,10 +31,17 @@ impl Activations for Env {
     }
 
     fn read(&self, v: Value, rows: Option<Range<usize>>) -> Result<Tensor> {
-        let t = self.get(&v).ok_or_else(not_held)?;
+        let t = self.get(&v).ok_or_else(|| not_held(v))?;
         let Some(rows) = rows else {
             return Ok(t.clone());
         };
+        let samples = t.shape.first().copied().unwrap_or(1);
+        if rows.start > rows.end || rows.end > samples {
+            return Err(Error::Internal(format!(
+                "rows {rows:?} of `{}`, which holds {samples}",
+                t.name
+            )));
+        }
         let row: usize = t.shape[1..].iter().product();
         let mut shape = t.shape.clone();
         shape[0] = rows.len();
@@ -71,6 +78,8 @@ impl Activations for Env {
     }
 }
 
-pub(crate) fn not_held() -> Error {
-    Error::Internal("a stage input was not computed".into())
+pub(crate) fn not_held(v: Value) -> Error {
+    Error::Internal(format!(
+        "activation {v:?} was read before the stage that computes it ran"
+    ))
 }

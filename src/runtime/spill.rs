@@ -5,9 +5,11 @@
 //!
 //! Reads and writes go through positioned file I/O rather than a memory map: the rows pass
 //! through the page cache, which the kernel reclaims under pressure, and never count towards
-//! the process's resident memory.
+//! the process's resident memory. That saves memory only where `TMPDIR` is on disk: on a tmpfs
+//! (`/tmp` on some systems) the files are RAM themselves, and inside a container the page cache
+//! counts against its memory limit (though the kernel can still write it back and drop it).
 
-use super::activations::{Activations, Env, not_held};
+use super::activations::{Activations, not_held};
 use crate::error::{Error, Result};
 use crate::ir::Value;
 use crate::tensor::Tensor;
@@ -76,8 +78,12 @@ impl Rows {
             )));
         }
         let offset = (self.samples() * self.row_len() * 4) as u64;
-        let file = Arc::get_mut(&mut self.file)
-            .ok_or_else(|| Error::Internal(format!("`{}` grew while shared", self.name)))?;
+        let file = Arc::get_mut(&mut self.file).ok_or_else(|| {
+            Error::Internal(format!(
+                "cannot append to the rows of `{}`: they are shared",
+                self.name
+            ))
+        })?;
         write_floats(file, offset, &chunk.data)?;
         self.shape[0] += chunk.shape[0];
         Ok(())
@@ -94,10 +100,12 @@ impl Rows {
 
     /// Rows `rows` (in that order, repeats allowed), in memory.
     pub fn gather(&self, rows: &[usize]) -> Result<Tensor> {
+        for &r in rows {
+            self.check(r + 1)?;
+        }
         let row = self.row_len();
         let mut data = vec![0.0; rows.len() * row];
         for (&r, out) in rows.iter().zip(data.chunks_mut(row.max(1))) {
-            self.check(r + 1)?;
             read_floats(&self.file, (r * row * 4) as u64, out)?;
         }
         Ok(self.tensor(rows.len(), data))
@@ -107,7 +115,7 @@ impl Rows {
         match end <= self.samples() {
             true => Ok(()),
             false => Err(Error::Internal(format!(
-                "row {} of `{}`, which holds {}",
+                "row {} of `{}` is out of range: it holds {} rows",
                 end - 1,
                 self.name,
                 self.samples()
@@ -167,19 +175,6 @@ pub struct SpilledEnv {
 }
 
 impl SpilledEnv {
-    /// Spills `env`'s values, those `batched` names row by row, the others kept whole.
-    pub fn spill(env: Env, batched: impl Fn(Value) -> bool) -> Result<Self> {
-        let mut held = HashMap::new();
-        for (v, t) in env {
-            let value = match batched(v) {
-                true => Held::Rows(Rows::spill(&t)?),
-                false => Held::Shared(Arc::new(t)),
-            };
-            held.insert(v, value);
-        }
-        Ok(Self { held })
-    }
-
     pub fn get(&self, v: Value) -> Option<&Held> {
         self.held.get(&v)
     }
@@ -198,7 +193,7 @@ impl Activations for SpilledEnv {
     }
 
     fn read(&self, v: Value, rows: Option<Range<usize>>) -> Result<Tensor> {
-        match (self.held.get(&v).ok_or_else(not_held)?, rows) {
+        match (self.held.get(&v).ok_or_else(|| not_held(v))?, rows) {
             (Held::Rows(r), Some(rows)) => r.range(rows),
             (Held::Rows(r), None) => r.range(0..r.samples()),
             (Held::Shared(t), _) => Ok(t.as_ref().clone()),
@@ -259,7 +254,7 @@ fn scratch_error(e: std::io::Error) -> Error {
         &std::env::temp_dir(),
         std::io::Error::new(
             e.kind(),
-            format!("spilling activations to a scratch file (set TMPDIR to move it): {e}"),
+            format!("a scratch file of spilled activations (TMPDIR chooses its folder): {e}"),
         ),
     )
 }
@@ -267,6 +262,7 @@ fn scratch_error(e: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::activations::Env;
 
     fn tensor(rows: usize, start: f32) -> Tensor {
         Tensor {
@@ -292,6 +288,18 @@ mod tests {
         assert_eq!(picked.data[6..12], whole.data[..6]);
         assert!(rows.range(3..6).is_err());
         assert!(rows.gather(&[5]).is_err());
+    }
+
+    #[test]
+    fn rows_of_no_width_still_check_their_indices() {
+        let empty = Tensor {
+            name: "e".into(),
+            shape: vec![2, 0],
+            data: Vec::new(),
+        };
+        let rows = Rows::spill(&empty).unwrap();
+        assert_eq!(rows.gather(&[1, 0]).unwrap().shape, vec![2, 0]);
+        assert!(rows.gather(&[2]).is_err());
     }
 
     #[test]

@@ -105,6 +105,13 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
     /// itself, and a tensor whose shape does not describe its data would make it panic.
     pub fn load_inputs(&self, inputs: &[Tensor]) -> Result<Env> {
         let mut env = Env::new();
+        self.load_inputs_into(inputs, &mut env)?;
+        Ok(env)
+    }
+
+    /// The graph's inputs, taken by name from `inputs`, added to `env` one at a time (a spilled
+    /// store then never holds a second copy of the whole set).
+    pub fn load_inputs_into(&self, inputs: &[Tensor], env: &mut impl Activations) -> Result<()> {
         for n in self.graph.graph.node_indices() {
             if let Op::Input { name, ty } = &self.graph.node(n).op {
                 let tensor = inputs
@@ -122,10 +129,11 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
                         "input `{name}` has shape {shape:?} but {len} values"
                     )));
                 }
-                env.insert(Value { node: n, port: 0 }, tensor.clone());
+                let v = Value { node: n, port: 0 };
+                env.append(v, tensor.clone(), self.batched(v))?;
             }
         }
-        Ok(env)
+        Ok(())
     }
 
     /// Runs every stage; returns the graph's outputs by name.
@@ -147,7 +155,9 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
             .collect()
     }
 
-    /// Runs stage `k` over all samples, chunk by chunk, and appends its outputs to `env`.
+    /// Runs stage `k` over all samples, chunk by chunk, and appends its outputs to `env`. Values
+    /// of those outputs left in `env` from an earlier run are removed first; on an error, `env`
+    /// may hold the chunks computed before it.
     pub fn run_stage(&self, k: usize, env: &mut impl Activations) -> Result<()> {
         let stage = &self.stages[k];
         let (piece, external) = self.graph.extract(&stage.nodes, &stage.outputs)?;
@@ -195,7 +205,7 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
 
     fn samples(&self, env: &impl Activations, external: &[Value]) -> Result<usize> {
         match external.iter().find(|&&v| self.batched(v)) {
-            Some(&v) => env.samples(v).ok_or_else(not_held),
+            Some(&v) => env.samples(v).ok_or_else(|| not_held(v)),
             None => Ok(1),
         }
     }

@@ -6,6 +6,7 @@
 //!
 //! Both walks spill their activations (`runtime::spill`): memory holds one chunk of samples of
 //! a stage, and a sandwich's data is read back batch by batch, whatever the number of samples.
+//! The calibration inputs themselves (the caller's `InputSet`) stay in memory.
 
 use super::Entry;
 use super::sandwich::Sandwich;
@@ -57,7 +58,8 @@ impl<'a> Walk<'a> {
             ));
         }
         let spill = |runner: &StagedRunner| {
-            SpilledEnv::spill(runner.load_inputs(inputs)?, |v| runner.batched(v))
+            let mut env = SpilledEnv::default();
+            runner.load_inputs_into(inputs, &mut env).map(|_| env)
         };
         let original_env = spill(&original.1)?;
         let pruned_env = match entry {
