@@ -14,7 +14,6 @@ use fastflux::lift::{LiftOptions, lift};
 use fastflux::metrics::relative_l2;
 use fastflux::passes::brll::apply_fits;
 use fastflux::runtime::staged::StagedRunner;
-use fastflux::tensor::read_f32_tensors;
 use std::collections::BTreeSet;
 use std::path::Path;
 use support::*;
@@ -222,30 +221,17 @@ fn exported_pruned_model_computes_what_calibration_predicted() {
 
     // The same fits applied to the f32 IR and run stage by stage must give the exported model's
     // output: the LinearResidual lowering is what calibration assumed.
-    let ckpt = tiny();
-    let mut graph = lift(&ckpt, LiftOptions { dtype: DType::F32 }).unwrap();
     let chosen: BTreeSet<_> = [BlockId::Double(1), BlockId::Single(2)].into();
-    let reports =
-        fit_sequentially(&graph, &ckpt, &inputs(&ckpt), &chosen, &calibration(1e-6)).unwrap();
-    let fits: Vec<_> = reports.into_iter().map(|r| r.fit).collect();
-    apply_fits(&mut graph, &fits).unwrap();
-    let golden_inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
-    let staged = StagedRunner::new(&graph, &ckpt, 2, 1)
-        .run(&golden_inputs)
-        .unwrap();
+    let staged = staged_fitted_latent(&chosen, &calibration(1e-6));
     let exported = run_golden(&out);
-    let error = relative_l2(&exported, &staged["latent"].data);
+    let error = relative_l2(&exported, &staged);
     assert!(
         error < 1e-5,
         "exported pruned model differs from the staged one by {error:.2e}"
     );
 
     // The replaced branches' weights are gone from the exported model.
-    let (ok, text) = python_run(
-        "import sys, onnx\nm = onnx.load(sys.argv[1], load_external_data=False)\nprint('\\n'.join(t.name for t in m.graph.initializer))",
-        &[&out],
-    );
-    assert!(ok, "{text}");
+    let text = initializer_names(&out);
     assert!(
         !text.contains("double_blocks.1.img_attn.qkv.weight"),
         "replaced weights exported"

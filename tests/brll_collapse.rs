@@ -3,14 +3,9 @@
 
 mod support;
 
-use fastflux::dtype::DType;
-use fastflux::fit::calibrate::{CalibrationOptions, FitKind, fit_sequentially};
+use fastflux::fit::calibrate::{CalibrationOptions, FitKind};
 use fastflux::ir::BlockId;
-use fastflux::lift::{LiftOptions, lift};
 use fastflux::metrics::relative_l2;
-use fastflux::passes::brll::apply_fits;
-use fastflux::runtime::staged::StagedRunner;
-use fastflux::tensor::read_f32_tensors;
 use std::collections::BTreeSet;
 use support::*;
 
@@ -41,22 +36,14 @@ fn collapsed_export_equals_uncollapsed_ir(
     args.extend(CALIBRATION_FLAGS);
     compile_ok(&args);
 
-    let ckpt = tiny();
-    let mut graph = lift(&ckpt, LiftOptions { dtype: DType::F32 }).unwrap();
     let chosen: BTreeSet<_> = blocks.iter().copied().collect();
     let options = CalibrationOptions {
         kind,
         ..calibration(1e-6)
     };
-    let reports = fit_sequentially(&graph, &ckpt, &inputs(&ckpt), &chosen, &options).unwrap();
-    let fits: Vec<_> = reports.into_iter().map(|r| r.fit).collect();
-    apply_fits(&mut graph, &fits).unwrap();
-    let golden_inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
-    let staged = StagedRunner::new(&graph, &ckpt, 2, 1)
-        .run(&golden_inputs)
-        .unwrap();
+    let staged = staged_fitted_latent(&chosen, &options);
     let exported = run_golden(&out);
-    let error = relative_l2(&exported, &staged["latent"].data);
+    let error = relative_l2(&exported, &staged);
     eprintln!("--replace {replace} ({kind:?}): relative L2 {error:.2e}");
     // Composing reorders f32 sums; a wrong composition (a transposed product, a lost bias)
     // is off by far more than that.
@@ -65,12 +52,7 @@ fn collapsed_export_equals_uncollapsed_ir(
         "--replace {replace}: collapsed export differs from the uncollapsed IR by {error:.2e}"
     );
 
-    let (ok, text) = python_run(
-        "import sys, onnx\nm = onnx.load(sys.argv[1], load_external_data=False)\nprint('\\n'.join(t.name for t in m.graph.initializer))",
-        &[&out],
-    );
-    assert!(ok, "{text}");
-    text
+    initializer_names(&out)
 }
 
 #[test]
