@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use support::*;
 
 /// The tiny-dev BFL checkpoint, f32, double.1 replaced, a small synthetic calibration set.
@@ -43,17 +43,17 @@ fn assert_same_model(a: &Path, b: &Path, what: &str) {
     }
 }
 
+/// `dir/sub/m.onnx`, its folder made. Models that are compared byte for byte share the file
+/// name, since the graph names its data file.
+fn model_in(dir: &Path, sub: &str) -> PathBuf {
+    std::fs::create_dir(dir.join(sub)).unwrap();
+    dir.join(sub).join("m.onnx")
+}
+
 #[test]
 fn zero_steps_give_plain_brll_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["plain", "zero"] {
-        std::fs::create_dir(dir.path().join(sub)).unwrap();
-    }
-    // The same file name in both: the graph names its data file.
-    let (plain, zero) = (
-        dir.path().join("plain/m.onnx"),
-        dir.path().join("zero/m.onnx"),
-    );
+    let (plain, zero) = (model_in(dir.path(), "plain"), model_in(dir.path(), "zero"));
     compile_ok(&args(&plain, &[]));
     compile_ok(&args(&zero, &["--st-steps", "0"]));
     assert_same_model(&plain, &zero, "--st-steps 0 against plain BRLL");
@@ -63,14 +63,7 @@ fn zero_steps_give_plain_brll_byte_for_byte() {
 fn trained_adapters_fold_like_a_lora_of_the_emitted_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for sub in ["st", "again", "re"] {
-        std::fs::create_dir(d.join(sub)).unwrap();
-    }
-    let (st, again, re) = (
-        d.join("st/m.onnx"),
-        d.join("again/m.onnx"),
-        d.join("re/m.onnx"),
-    );
+    let (st, again, re) = (model_in(d, "st"), model_in(d, "again"), model_in(d, "re"));
     let (lora, emitted) = (d.join("st.safetensors"), d.join("emitted.safetensors"));
     let train = [
         "--st-steps",
@@ -118,8 +111,7 @@ fn trained_adapters_fold_like_a_lora_of_the_emitted_checkpoint() {
     assert_same_model(&st, &re, "the ST run against emitted + --lora");
 
     // Training changed the model: it is not plain BRLL.
-    let plain = d.join("plain/m.onnx");
-    std::fs::create_dir(d.join("plain")).unwrap();
+    let plain = model_in(d, "plain");
     compile_ok(&args(&plain, &[]));
     assert!(bytes(&plain.with_extension("onnx.data")) != bytes(&st.with_extension("onnx.data")));
 }
@@ -127,12 +119,9 @@ fn trained_adapters_fold_like_a_lora_of_the_emitted_checkpoint() {
 #[test]
 fn training_that_raises_the_loss_keeps_the_brll_fit() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["plain", "raised"] {
-        std::fs::create_dir(dir.path().join(sub)).unwrap();
-    }
     let (plain, raised) = (
-        dir.path().join("plain/m.onnx"),
-        dir.path().join("raised/m.onnx"),
+        model_in(dir.path(), "plain"),
+        model_in(dir.path(), "raised"),
     );
     compile_ok(&args(&plain, &[]));
     // AdamW at a learning rate of 0.1 overshoots on tiny-dev (the loss ends ~2x higher).
