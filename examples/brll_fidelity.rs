@@ -24,7 +24,6 @@ use fastflux::dtype::DType;
 use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
 use fastflux::fit::lstsq::DEFAULT_RIDGE;
-use fastflux::io::safetensors::SafetensorsFile;
 use fastflux::io::{AtomicFile, SafetensorsWriter, TensorEntry};
 use fastflux::metrics::{cosine, relative_l2};
 use fastflux::passes::brll::{BlockFit, apply_fits};
@@ -34,7 +33,7 @@ use fastflux::tensor::{Tensor, read_f32_tensors};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use toy_heldout::{inputs, pack};
+use toy_heldout::{heldout_digits, inputs, pack};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// A written model, its replaced blocks (with fit errors), `--verify`'s result and the fits.
@@ -107,17 +106,7 @@ fn main() -> Res<()> {
     let dir = a.out_dir.clone().unwrap_or_else(|| tmp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
     let cond = read_f32_tensors(&a.toy.join("cond.safetensors"))?;
-    // The crate's reader decodes floats only; the labels are i64.
-    let held_bytes = std::fs::read(a.toy.join("heldout.safetensors"))?;
-    let held = safetensors::SafeTensors::deserialize(&held_bytes)?;
-    let (_, images) = SafetensorsFile::open_with_other_dtypes(&a.toy.join("heldout.safetensors"))?
-        .read_f32("images")?;
-    let labels: Vec<i64> = held
-        .tensor("labels")?
-        .data()
-        .chunks(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let (images, labels) = heldout_digits(&a.toy)?;
     let mut rng = Rng::new(a.seed, 0);
     let (mut x, mut s, mut classes) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..a.samples {

@@ -99,6 +99,21 @@ pub fn removal(fits: &[BlockFit]) -> Vec<BlockFit> {
     fits.iter().map(one).collect()
 }
 
+/// The toy's held-out digits in `dir`: the 16×16 images (one after the other, as f32) and
+/// their labels. The crate's reader decodes floats only; the labels are i64, read here.
+pub fn heldout_digits(dir: &Path) -> Res<(Vec<f32>, Vec<i64>)> {
+    let held = dir.join("heldout.safetensors");
+    let (_, images) = SafetensorsFile::open_with_other_dtypes(&held)?.read_f32("images")?;
+    let held_bytes = std::fs::read(&held)?;
+    let labels = safetensors::SafeTensors::deserialize(&held_bytes)?
+        .tensor("labels")?
+        .data()
+        .chunks(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    Ok((images, labels))
+}
+
 /// The toy, its held-out set, the full model's velocity on it, and a folder for the models.
 pub struct Toy {
     pub dir: PathBuf,
@@ -119,16 +134,7 @@ impl Toy {
     /// model into `folder`.
     pub fn open(dir: &Path, folder: &Path, levels: usize, seed: u64) -> Res<Self> {
         let cond = read_f32_tensors(&dir.join("cond.safetensors"))?;
-        let held = dir.join("heldout.safetensors");
-        let held_bytes = std::fs::read(&held)?;
-        let held_file = safetensors::SafeTensors::deserialize(&held_bytes)?;
-        let (_, images) = SafetensorsFile::open_with_other_dtypes(&held)?.read_f32("images")?;
-        let labels: Vec<i64> = held_file
-            .tensor("labels")?
-            .data()
-            .chunks(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
+        let (images, labels) = heldout_digits(dir)?;
         let mut rng = Rng::new(seed, 0);
         let (mut x, mut s, mut classes, mut target) = (vec![], vec![], vec![], vec![]);
         for (n, &label) in labels.iter().enumerate() {
