@@ -8,7 +8,7 @@ use fastflux::fit::brll::{BrllOptions, Selection};
 use fastflux::fit::calibrate::FitKind;
 use fastflux::fit::select::SelectRule;
 use fastflux::onnx::Target;
-use fastflux::runtime::ExecutionProvider;
+use fastflux::runtime::{ExecutionProvider, MemoryBudget};
 use fastflux::sample::Grid;
 use fastflux::train::{Entry, StOptions};
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = SelectArg::Output)]
     select: SelectArg,
     /// --select output: measure the output effect on the first N calibration samples only
-    /// (extra runs and memory scale with N) [default: all].
+    /// (the extra runs scale with N) [default: all].
     #[arg(long, value_name = "N", default_value_t = 0)]
     effect_samples: usize,
     /// Calibration inputs: a safetensors file with the model's ONNX inputs, samples stacked on
@@ -108,9 +108,15 @@ struct Cli {
     /// Relative ridge of the least-squares fits.
     #[arg(long, default_value_t = fastflux::fit::lstsq::DEFAULT_RIDGE)]
     ridge: f64,
-    /// Calibration samples per ONNX Runtime call (memory grows with it).
+    /// Calibration samples per ONNX Runtime call (memory grows with it; --memory-budget may
+    /// lower it).
     #[arg(long, value_name = "N", default_value_t = 4)]
     calib_batch: usize,
+    /// Bytes of activations calibration may hold at once (e.g. 16G, 512M): bounds the samples
+    /// per ONNX Runtime call and how many samples the output effect carries per walk; the
+    /// activations between stages are spilled to TMPDIR [default: half the machine's memory].
+    #[arg(long, value_name = "SIZE", value_parser = parse_budget)]
+    memory_budget: Option<MemoryBudget>,
     /// ONNX Runtime threads for calibration [default: one per core].
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
@@ -203,6 +209,10 @@ enum TargetArg {
     Portable,
 }
 
+fn parse_budget(text: &str) -> Result<MemoryBudget, String> {
+    MemoryBudget::parse(text).map_err(|e| e.to_string())
+}
+
 fn brll_options(cli: &Cli) -> Option<BrllOptions> {
     let selection = match (&cli.replace, cli.prune) {
         (Some(list), _) => Selection::Replace(list.clone()),
@@ -239,6 +249,9 @@ fn brll_options(cli: &Cli) -> Option<BrllOptions> {
     calibration.provider = cli.execution_provider;
     calibration.show_progress = !cli.quiet;
     calibration.effect_samples = cli.effect_samples;
+    if let Some(budget) = cli.memory_budget {
+        calibration.memory_budget = budget;
+    }
     Some(options)
 }
 

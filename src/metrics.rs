@@ -1,5 +1,5 @@
 //! The f64 metrics that compare an output with its reference: relative L2 error, cosine
-//! similarity, and the median of timings. One definition each, so that a fit, a verification
+//! similarity, the median of timings, and byte counts for people to read. One definition each, so that a fit, a verification
 //! and a benchmark agree on what "close" means.
 
 /// Relative L2 error `||a - b|| / ||b||` in f64, where `b` is the reference (f32 or f64). 0 when
@@ -60,6 +60,17 @@ pub fn median(values: &[f64]) -> f64 {
         sorted[mid]
     } else {
         (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+/// `1.50 GiB`, `800.0 MiB`, `12.0 KiB`, `100 B`.
+pub fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= (1u64 << 30) as f64 => format!("{:.2} GiB", n / (1u64 << 30) as f64),
+        n if n >= (1u64 << 20) as f64 => format!("{:.1} MiB", n / (1u64 << 20) as f64),
+        n if n >= 1024.0 => format!("{:.1} KiB", n / 1024.0),
+        n => format!("{n} B"),
     }
 }
 

@@ -8,6 +8,7 @@ use crate::compile::{
     BrllSummary, CalibrationRecord, CalibrationSource, CompileOutcome, PlanOutcome, StSummary,
 };
 use crate::fit::brll::Ranking;
+use crate::fit::calibrate::MemoryPlan;
 use crate::fit::select::{SelectRule, ranked};
 use crate::train::Entry;
 use std::fmt::{self, Display, Formatter, Write as _};
@@ -91,6 +92,7 @@ impl Display for BrllSummary {
             outcome.calibration_samples
         )?;
         writeln!(f, "{}", self.calibration)?;
+        writeln!(f, "  memory             {}", memory_line(&outcome.memory))?;
         if let Some(ranking) = &outcome.ranking {
             writeln!(f, "  chosen by          {}", ranking.rule.describe())?;
             writeln!(f, "  ranking cost       {}", ranking_cost(ranking))?;
@@ -324,6 +326,7 @@ fn ranking_table(ranking: &Ranking) -> String {
 effect: relative L2 error of the model's output when the block alone is replaced"
     );
     let _ = writeln!(r, "  ranking cost: {}", ranking_cost(ranking));
+    let _ = writeln!(r, "  memory: {}", memory_line(&ranking.memory));
     r
 }
 
@@ -334,13 +337,52 @@ fn ranking_cost(ranking: &Ranking) -> String {
         ranking.seconds, ranking.block_runs, ranking.samples
     );
     match ranking.rule {
-        SelectRule::Output => format!(
-            "{base} + {} of {} samples for the output effect (each block's variant runs the \
-blocks after it) and {} extra runs of the stages around the blocks",
-            ranking.extra_block_runs, ranking.effect_samples, ranking.extra_other_runs
-        ),
+        SelectRule::Output => {
+            let (groups, group) = ranking
+                .memory
+                .effect
+                .map_or((0, 0), |e| (e.groups(), e.group));
+            format!(
+                "{base} + {} of {} samples for the output effect (each block's variant runs the \
+blocks after it), in {} of {} (memory budget {}), and {} extra runs of the stages around the \
+blocks",
+                ranking.extra_block_runs,
+                ranking.effect_samples,
+                count(groups, "walk"),
+                count(group, "sample"),
+                ranking.memory.budget,
+                ranking.extra_other_runs
+            )
+        }
         SelectRule::Local => format!("{base} (output effect not measured: --select local)"),
     }
+}
+
+pub use crate::metrics::human_bytes;
+
+/// `1 sample`, `3 samples`.
+fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+/// How calibration held its activations: the budget, the samples per stage run, and what one
+/// sample takes.
+fn memory_line(memory: &MemoryPlan) -> String {
+    let over = match memory.over_budget() {
+        true => " — one sample's working set alone exceeds the budget",
+        false => "",
+    };
+    format!(
+        "budget {}: {} per stage run (working set {} a sample{over}); activations between \
+stages spilled to TMPDIR ({} a sample)",
+        memory.budget,
+        count(memory.batch, "sample"),
+        human_bytes(memory.working_bytes),
+        human_bytes(memory.held_bytes)
+    )
 }
 
 pub fn human(n: f64) -> String {
@@ -349,15 +391,5 @@ pub fn human(n: f64) -> String {
         n if n >= 1e6 => format!("{:.2} M", n / 1e6),
         n if n >= 1e3 => format!("{:.1} k", n / 1e3),
         n => format!("{n:.0}"),
-    }
-}
-
-pub fn human_bytes(n: u64) -> String {
-    let n = n as f64;
-    match n {
-        n if n >= (1u64 << 30) as f64 => format!("{:.2} GiB", n / (1u64 << 30) as f64),
-        n if n >= (1u64 << 20) as f64 => format!("{:.1} MiB", n / (1u64 << 20) as f64),
-        n if n >= 1024.0 => format!("{:.1} KiB", n / 1024.0),
-        n => format!("{n} B"),
     }
 }

@@ -8,12 +8,15 @@ mod support;
 
 use fastflux::checkpoint::FluxCheckpoint;
 use fastflux::dtype::DType;
-use fastflux::fit::calibrate::{BlockReport, CalibrationOptions, fit_sequentially, rank_blocks};
+use fastflux::fit::calibrate::{
+    BlockReport, CalibrationOptions, MemoryPlan, fit_sequentially, rank_blocks,
+};
 use fastflux::fit::select::{SelectRule, choose};
 use fastflux::ir::{BlockId, Graph};
 use fastflux::lift::{LiftOptions, lift};
 use fastflux::metrics::relative_l2;
 use fastflux::passes::brll::apply_fits;
+use fastflux::runtime::MemoryBudget;
 use fastflux::runtime::staged::StagedRunner;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -182,6 +185,35 @@ fn effect_samples_measures_on_the_first_samples() {
     }
 }
 
+/// Under a budget that holds one sample at a time (one sample per stage run, the output effect
+/// walked in groups of one), every block's effect is still the one a full run of the model
+/// with that block alone replaced gives over all the samples: the groups' sums add up.
+#[test]
+fn a_tight_budget_walks_one_sample_at_a_time_and_keeps_every_effect() {
+    let (ckpt, graph) = open(&golden("flux-bfl.safetensors"));
+    let set = inputs(&ckpt);
+    let options = CalibrationOptions {
+        memory_budget: MemoryBudget::from_bytes(1),
+        ..calibration(1e-6)
+    };
+    let plan = MemoryPlan::new(&graph, &set, &options, Some(graph.blocks().len()));
+    let effect = plan.effect.unwrap();
+    assert_eq!((plan.batch, effect.group), (1, 1));
+    assert_eq!(effect.groups(), set.samples);
+    assert!(plan.over_budget());
+    let reports = rank_blocks(&graph, &ckpt, &set, &options, true).unwrap();
+    assert_eq!(reports.len(), graph.blocks().len());
+    for r in &reports {
+        let direct = effect_by_full_run(&ckpt, &graph, r.block, set.samples);
+        let effect = r.output_effect.unwrap();
+        assert!(
+            (effect - direct).abs() <= 1e-3 * direct,
+            "{}: effect over groups of one {effect}, full run {direct}",
+            r.block
+        );
+    }
+}
+
 #[test]
 fn plan_shows_stream_fit_errors_output_effect_and_cost() {
     let plan = |extra: &[&str]| {
@@ -247,10 +279,18 @@ fn plan_shows_stream_fit_errors_output_effect_and_cost() {
             v.parse::<f64>().unwrap();
         }
     }
-    // 6 blocks: each block's variant runs the blocks after it, 5 + 4 + … + 0 = 15.
+    // 6 blocks: the effect's walk runs each block once for the original samples (6), and each
+    // block's variant runs the blocks after it, 5 + 4 + … + 0 = 15; 6 samples fit one walk.
     assert!(
-        report.contains("6 block runs of 6 samples + 15 of 6 samples for the output effect"),
+        report.contains("6 block runs of 6 samples + 21 of 6 samples for the output effect"),
         "{report}"
+    );
+    assert!(report.contains("in 1 walk of 6 samples"), "{report}");
+    let tight = plan(&["--memory-budget", "1K"]);
+    assert!(tight.contains("in 6 walks of 1 sample"), "{tight}");
+    assert!(
+        tight.contains("1 sample per stage run") && tight.contains("exceeds the budget"),
+        "{tight}"
     );
 
     let local = plan(&["--select", "local"]);

@@ -31,25 +31,23 @@ fn staged_run_matches_diffusers() {
     assert!(error < 1e-5, "staged run: relative L2 error {error:.3e}");
 }
 
-/// The spilled store (`runtime::spill`), which a sandwich-training walk keeps its activations
-/// in, gives the in-memory run's output to the bit, chunk by chunk.
+/// The spilled store (`runtime::spill`), which `StagedRunner::run` and every calibration walk
+/// keep their activations in, gives the in-memory run's output to the bit, chunk by chunk.
 #[test]
 fn a_run_with_spilled_activations_matches_the_in_memory_run() {
-    use fastflux::runtime::spill::SpilledEnv;
     use fastflux::runtime::staged::Activations;
     let compiled = tiny_dev_f32();
     let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
     let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
-    let in_memory = runner.run(&inputs).unwrap().remove("latent").unwrap();
-    let mut env = SpilledEnv::default();
-    runner.load_inputs_into(&inputs, &mut env).unwrap();
+    let spilled = runner.run(&inputs).unwrap().remove("latent").unwrap();
+    let mut env = runner.load_inputs(&inputs).unwrap();
     for k in 0..runner.stages().len() {
         runner.run_stage(k, &mut env).unwrap();
         runner.release(k, &mut env);
     }
     let (_, latent) = &compiled.graph.outputs[0];
     assert_eq!(env.samples(*latent), Some(2));
-    let spilled = env.read(*latent, None).unwrap();
+    let in_memory = env.read(*latent, None).unwrap();
     assert_eq!(spilled.shape, in_memory.shape);
     assert!(
         spilled.data == in_memory.data,
@@ -149,4 +147,37 @@ fn errors_at_the_seam_stay_typed() {
         err.to_string(),
         "fitting a linear replacement failed: ridge must be finite and ≥ 0, got -1"
     );
+}
+
+/// The memory plan's estimate of one sample's activations held between stages is what a walk
+/// really holds at its widest point, counted off the in-memory store after every stage.
+#[test]
+fn held_bytes_is_what_a_walk_holds_at_its_widest() {
+    use fastflux::ir::cost::Tokens;
+    use fastflux::runtime::staged::held_bytes;
+    let compiled = tiny_dev_f32();
+    let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
+    let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
+    let axis = |name: &str, i: usize| inputs.iter().find(|t| t.name == name).unwrap().shape[i];
+    let (samples, tokens) = (
+        axis("hidden_states", 0),
+        Tokens {
+            image: axis("hidden_states", 1),
+            text: axis("encoder_hidden_states", 1),
+        },
+    );
+    let mut env = runner.load_inputs(&inputs).unwrap();
+    let mut widest = 0;
+    for k in 0..runner.stages().len() {
+        runner.run_stage(k, &mut env).unwrap();
+        let held: usize = env
+            .iter()
+            .filter(|(v, _)| runner.batched(**v))
+            .map(|(_, t)| t.data.len() * 4 / samples)
+            .sum();
+        widest = widest.max(held);
+        runner.release(k, &mut env);
+    }
+    let estimate = held_bytes(&compiled.graph, runner.stages(), tokens);
+    assert_eq!(estimate, widest as u64);
 }

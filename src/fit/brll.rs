@@ -2,7 +2,8 @@
 //! graph, and verify the pruned model against the original on held-out inputs.
 
 use super::calibrate::{
-    BlockReport, CalibrationOptions, FitKind, fit_sequentially, rank_blocks, staged_runner,
+    BlockReport, CalibrationOptions, FitKind, MemoryPlan, fit_sequentially, rank_blocks,
+    staged_runner,
 };
 use super::effect;
 use super::select::{SelectRule, choose, parse_replace, prune_count};
@@ -49,6 +50,8 @@ pub struct BrllOutcome {
     /// (relative L2 error, cosine similarity) of the pruned model's output to the original's.
     pub verification: Option<(f64, f64)>,
     pub calibration_samples: usize,
+    /// How the sequential fit held its activations.
+    pub memory: MemoryPlan,
 }
 
 /// Every block's fit on the original model's activations, and what ranking them cost.
@@ -65,6 +68,8 @@ pub struct Ranking {
     /// Calibration samples (of `samples`) the extra runs carry: the output effect's sample.
     pub effect_samples: usize,
     pub samples: usize,
+    /// How the ranking walk held its activations (samples per run, the effect's groups).
+    pub memory: MemoryPlan,
     pub seconds: f64,
 }
 
@@ -104,6 +109,12 @@ fn rank_calibrated(
     let measure = options.rule == SelectRule::Output;
     let reports = rank_blocks(graph, ckpt, inputs, &options.calibration, measure)?;
     let blocks: Vec<_> = graph.blocks().into_iter().collect();
+    let memory = MemoryPlan::new(
+        graph,
+        inputs,
+        &options.calibration,
+        measure.then_some(blocks.len()),
+    );
     let (extra_block_runs, extra_other_runs) = if measure {
         effect::extra_runs(&crate::runtime::staged::plan_stages(graph), &blocks)
     } else {
@@ -115,11 +126,9 @@ fn rank_calibrated(
         block_runs: blocks.len(),
         extra_block_runs,
         extra_other_runs,
-        effect_samples: match options.calibration.effect_samples {
-            0 => inputs.samples,
-            m => m.min(inputs.samples),
-        },
+        effect_samples: memory.effect.map_or(0, |e| e.samples),
         samples: inputs.samples,
+        memory,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -159,6 +168,7 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
         replaced,
         verification,
         calibration_samples: inputs.samples,
+        memory: MemoryPlan::new(&calib_graph, &inputs, &options.calibration, None),
     })
 }
 
@@ -182,7 +192,7 @@ pub fn verify(
         }
     };
     let run = |graph: &Graph| -> Result<Vec<f32>> {
-        let runner = staged_runner(graph, ckpt, &options.calibration)?;
+        let runner = staged_runner(graph, ckpt, &options.calibration, &held_out)?;
         let mut outputs = runner.run(&held_out.tensors)?;
         outputs
             .remove("latent")
@@ -213,6 +223,7 @@ impl Default for BrllOptions {
                 provider: ExecutionProvider::Cpu,
                 show_progress: false,
                 effect_samples: 0,
+                memory_budget: crate::runtime::MemoryBudget::from_machine(),
             },
             verify: false,
             verify_inputs: None,

@@ -2,17 +2,23 @@
 //! block's linear replacement from the block's captured input and output, and — when fitting
 //! for real — carries the replaced blocks' outputs forward, so that every later fit sees the
 //! activations the pruned model will feed it.
+//!
+//! The activations between stages are spilled (`runtime::spill`) and read back a chunk of
+//! samples at a time, the normal equations accumulated chunk by chunk: the process holds one
+//! stage run's chunk (`--calib-batch`, fewer where the memory budget says so), however many
+//! samples and blocks there are.
 
-use super::effect::{self, Variants, first_samples};
+use super::effect::{self, EffectPlan};
 use super::lstsq::NormalEquations;
 use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
 use crate::inputs::InputSet;
-use crate::ir::{BlockId, Graph, Op};
+use crate::ir::{BlockId, Graph, Op, Stream, Value};
 use crate::metrics::cosine;
 use crate::passes::brll::{BlockFit, StreamFit};
-use crate::runtime::staged::StagedRunner;
-use crate::runtime::{ExecutionProvider, OrtBackend};
+use crate::runtime::spill::SpilledEnv;
+use crate::runtime::staged::{self, Activations, StagedRunner, plan_stages};
+use crate::runtime::{ExecutionProvider, MemoryBudget, OrtBackend};
 use crate::tensor::Tensor;
 use faer::{Accum, MatMut, MatRef, Par};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -41,6 +47,8 @@ pub struct CalibrationOptions {
     pub show_progress: bool,
     /// Calibration samples the output effect is measured on (0 = all; see `effect`).
     pub effect_samples: usize,
+    /// `--memory-budget`: bounds the samples per stage run and the output effect's groups.
+    pub memory_budget: MemoryBudget,
 }
 
 /// What calibration learned about one block.
@@ -119,33 +127,14 @@ fn calibrate(
     fit_blocks: &BTreeSet<BlockId>,
     pass: Pass,
 ) -> Result<Vec<BlockReport>> {
-    let runner = staged_runner(graph, ckpt, options)?;
+    let effect_over = (pass == Pass::RankWithEffect).then_some(fit_blocks.len());
+    let memory = MemoryPlan::new(graph, inputs, options, effect_over);
+    let runner = staged_runner(graph, ckpt, options, inputs)?;
     let n = inputs.samples;
-    let mut variants =
-        (pass == Pass::RankWithEffect).then(|| Variants::new(n, options.effect_samples));
-    let listed: Vec<BlockId> = fit_blocks.iter().copied().collect();
-    let chunks = match &variants {
-        Some(v) => effect::chunks(
-            runner.stages(),
-            &listed,
-            (n, v.per_variant()),
-            options.batch.max(1),
-        ),
-        None => runner.chunks(n),
-    };
-    let bar = if options.show_progress {
-        ProgressBar::new(chunks)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "calibrating {bar:30} {pos}/{len} stage runs ({per_sec}, eta {eta}) {msg}",
-        )
-        .expect("valid template"),
-    );
+    let bar = progress_bar(options, runner.chunks(n), "calibrating");
     let runner = runner.with_progress(bar.clone());
-    let mut env = runner.load_inputs(&inputs.tensors)?;
+    let mut env = SpilledEnv::default();
+    runner.load_inputs_into(&inputs.tensors, &mut env)?;
     let mut reports = Vec::new();
     for k in 0..runner.stages().len() {
         let block = runner.stages()[k].block;
@@ -153,13 +142,10 @@ fn calibrate(
         runner.run_stage(k, &mut env)?;
         if let Some(block) = block.filter(|b| fit_blocks.contains(b)) {
             let io = &graph.block_io[&block];
-            let cond = env[&io.condition].clone();
-            let cond = &cond;
             let mut streams = Vec::new();
             let (mut residual, mut unexplained, mut cosines, mut tokens) = (0.0, 0.0, 0.0, 0usize);
             for stream in &io.streams {
-                let (x, y) = (&env[&stream.input], &env[&stream.output]);
-                let stats = fit_stream(x, y, cond, n, options)?;
+                let stats = fit_stream(&env, stream, io.condition, n, runner.batch(), options)?;
                 residual += stats.residual;
                 unexplained += stats.fit.relative_error * stats.residual;
                 cosines += stats.cosine_sum;
@@ -174,28 +160,9 @@ fn calibrate(
                 });
             }
             let fit = BlockFit { block, streams };
-            if let Some(variants) = &mut variants {
-                let m = variants.per_variant();
-                let cond = first_samples(cond, m);
-                let replaced = io
-                    .streams
-                    .iter()
-                    .zip(&fit.streams)
-                    .map(|(s, f)| {
-                        (
-                            s.output,
-                            predict(&first_samples(&env[&s.input], m), &cond, f),
-                        )
-                    })
-                    .collect();
-                variants.add(graph, &mut env, block, replaced)?;
-            }
             if pass == Pass::Sequential {
                 for (stream, f) in io.streams.iter().zip(&fit.streams) {
-                    let predicted = predict(&env[&stream.input], cond, f);
-                    env.get_mut(&stream.output)
-                        .expect("block output computed")
-                        .data = predicted;
+                    replace_with_prediction(&mut env, stream, io.condition, f, runner.batch())?;
                 }
             }
             reports.push(BlockReport {
@@ -214,12 +181,16 @@ fn calibrate(
         runner.release(k, &mut env);
     }
     bar.finish_and_clear();
-    if let Some(variants) = variants.filter(|v| !v.is_empty()) {
-        let (_, latent) = graph
-            .outputs
-            .first()
-            .ok_or_else(|| Error::Internal("the model has no output".into()))?;
-        for (block, effect) in variants.effects(&env[latent])? {
+    drop(env);
+    if let Some(plan) = memory.effect.filter(|_| !reports.is_empty()) {
+        let fits: Vec<BlockFit> = reports.iter().map(|r| r.fit.clone()).collect();
+        let blocks: Vec<BlockId> = fits.iter().map(|f| f.block).collect();
+        let total = effect::chunks(runner.stages(), &blocks, plan, runner.batch());
+        let bar = progress_bar(options, total, "output effect");
+        let runner = runner.with_progress(bar.clone());
+        let effects = effect::measure(graph, &runner, inputs, &fits, plan, &predict)?;
+        bar.finish_and_clear();
+        for (block, effect) in effects {
             if let Some(r) = reports.iter_mut().find(|r| r.block == block) {
                 r.output_effect = Some(effect);
             }
@@ -228,19 +199,118 @@ fn calibrate(
     Ok(reports)
 }
 
-/// The runner calibration and verification use: ONNX Runtime as `options` configure it.
+/// How a calibration walk holds its activations under the memory budget.
+#[derive(Copy, Clone, Debug)]
+pub struct MemoryPlan {
+    pub budget: MemoryBudget,
+    /// One sample's activations held between stages at the widest point, and its working set
+    /// while the largest stage runs (inputs, intermediates, attention scores), in f32 bytes.
+    pub held_bytes: u64,
+    pub working_bytes: u64,
+    /// Samples per stage run: `--calib-batch`, fewer where that many samples' working sets
+    /// would exceed the budget.
+    pub batch: usize,
+    /// The output effect's samples and groups, when it is measured over `variants` blocks.
+    pub effect: Option<EffectPlan>,
+}
+
+impl MemoryPlan {
+    /// The plan for walking `graph` over `inputs`; `variants`: the number of blocks whose
+    /// output effect is measured, if it is.
+    pub fn new(
+        graph: &Graph,
+        inputs: &InputSet,
+        options: &CalibrationOptions,
+        variants: Option<usize>,
+    ) -> Self {
+        let (stages, tokens) = (plan_stages(graph), inputs.tokens());
+        let (held_bytes, working_bytes) = (
+            staged::held_bytes(graph, &stages, tokens),
+            staged::working_bytes(graph, &stages, tokens),
+        );
+        let budget = options.memory_budget;
+        let effect = variants.map(|k| {
+            let samples = match options.effect_samples {
+                0 => inputs.samples,
+                m => m.min(inputs.samples),
+            };
+            // The group's activations with a copy per variant: its scratch files.
+            let per_sample = held_bytes * (k as u64 + 1);
+            EffectPlan {
+                samples,
+                group: budget.samples(per_sample, samples.max(1)),
+            }
+        });
+        Self {
+            budget,
+            held_bytes,
+            working_bytes,
+            batch: budget.samples(working_bytes, options.batch.max(1)),
+            effect,
+        }
+    }
+
+    /// Whether a single sample's working set is larger than the budget (the walk then runs one
+    /// sample at a time and holds more than the budget).
+    pub fn over_budget(&self) -> bool {
+        self.budget.exceeded_by(self.working_bytes)
+    }
+}
+
+fn progress_bar(options: &CalibrationOptions, total: u64, what: &str) -> ProgressBar {
+    let bar = match options.show_progress {
+        true => ProgressBar::new(total),
+        false => ProgressBar::hidden(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} stage runs ({{per_sec}}, eta {{eta}}) {{msg}}"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// The runner calibration, verification and sandwich training's walks use: ONNX Runtime as
+/// `options` configure it, as many samples of `inputs` per stage run as the budget allows.
 pub(crate) fn staged_runner<'a>(
     graph: &'a Graph,
     ckpt: &'a FluxCheckpoint,
     options: &CalibrationOptions,
+    inputs: &InputSet,
 ) -> Result<StagedRunner<'a>> {
     let backend = OrtBackend::new(options.threads, options.provider)?;
-    Ok(StagedRunner::with_backend(
-        graph,
-        ckpt,
-        backend,
-        options.batch,
-    ))
+    let batch = MemoryPlan::new(graph, inputs, options, None).batch;
+    Ok(StagedRunner::with_backend(graph, ckpt, backend, batch))
+}
+
+/// Replaces the values of `stream`'s output in `env` by the fit's prediction from its input,
+/// `chunk` samples at a time: what the pruned model feeds the blocks after it.
+fn replace_with_prediction(
+    env: &mut SpilledEnv,
+    stream: &Stream,
+    condition: Value,
+    fit: &StreamFit,
+    chunk: usize,
+) -> Result<()> {
+    let samples = env
+        .samples(stream.input)
+        .ok_or_else(|| Error::Internal(format!("stream {} has no input", stream.name)))?;
+    // The runner feeds stages by tensor name: the prediction keeps the output's.
+    let name = env.read(stream.output, Some(0..0))?.name;
+    env.retain(&|v| *v != stream.output);
+    for start in (0..samples).step_by(chunk.max(1)) {
+        let rows = start..(start + chunk.max(1)).min(samples);
+        let x = env.read(stream.input, Some(rows.clone()))?;
+        let cond = env.read(condition, Some(rows))?;
+        let predicted = Tensor {
+            name: name.clone(),
+            data: predict(&x, &cond, fit),
+            shape: x.shape.clone(),
+        };
+        env.append(stream.output, predicted, true)?;
+    }
+    Ok(())
 }
 
 struct StreamStats {
@@ -250,45 +320,67 @@ struct StreamStats {
     tokens: usize,
 }
 
-/// Accumulates one stream's normal equations over the first `samples` samples (those after
-/// them are variants, see `effect`) and solves them.
+/// Accumulates one stream's normal equations over its `samples` samples, read `chunk` samples
+/// at a time, and solves them.
 fn fit_stream(
-    x: &Tensor,
-    y: &Tensor,
-    cond: &Tensor,
+    env: &SpilledEnv,
+    stream: &Stream,
+    condition: Value,
     samples: usize,
+    chunk: usize,
     options: &CalibrationOptions,
 ) -> Result<StreamStats> {
-    let width = x.shape[x.shape.len() - 1];
-    let rows = x.data.len() / x.shape[0] / width;
-    let cond_width = if options.kind == FitKind::Conditioned {
-        cond.shape[1]
-    } else {
-        0
+    let width = graph_width(env, stream)?;
+    let cond_width = match options.kind {
+        FitKind::Conditioned => env.read(condition, Some(0..1))?.data.len(),
+        FitKind::Plain => 0,
     };
     let mut equations = NormalEquations::new(width, cond_width, width);
-    let (mut residual, mut cosine_sum) = (0.0f64, 0.0f64);
-    let mut r = vec![0f32; rows * width];
-    for s in 0..samples {
-        let span = s * rows * width..(s + 1) * rows * width;
-        let (xs, ys) = (&x.data[span.clone()], &y.data[span]);
-        for ((r, &x), &y) in r.iter_mut().zip(xs).zip(ys) {
-            *r = y - x;
-            residual += f64::from(*r) * f64::from(*r);
+    let (mut residual, mut cosine_sum, mut tokens) = (0.0f64, 0.0f64, 0usize);
+    let mut r = Vec::new();
+    for start in (0..samples).step_by(chunk.max(1)) {
+        let range = start..(start + chunk.max(1)).min(samples);
+        let (x, y) = (
+            env.read(stream.input, Some(range.clone()))?,
+            env.read(stream.output, Some(range.clone()))?,
+        );
+        let cond = env.read(condition, Some(range.clone()))?;
+        let rows = x.data.len() / range.len() / width;
+        let cond_row = cond.data.len() / range.len();
+        for s in 0..range.len() {
+            let span = s * rows * width..(s + 1) * rows * width;
+            let (xs, ys) = (&x.data[span.clone()], &y.data[span]);
+            r.clear();
+            for (&x, &y) in xs.iter().zip(ys) {
+                let d = y - x;
+                residual += f64::from(d) * f64::from(d);
+                r.push(d);
+            }
+            for (xt, yt) in xs.chunks_exact(width).zip(ys.chunks_exact(width)) {
+                cosine_sum += cosine(xt, yt);
+            }
+            let c = &cond.data[s * cond_row..s * cond_row + cond_width];
+            equations.accumulate_with_shared_condition(xs, c, &r, rows);
+            tokens += rows;
         }
-        for (xt, yt) in xs.chunks_exact(width).zip(ys.chunks_exact(width)) {
-            cosine_sum += cosine(xt, yt);
-        }
-        let c = &cond.data[s * cond.shape[1]..s * cond.shape[1] + cond_width];
-        equations.accumulate_with_shared_condition(xs, c, &r, rows);
     }
     let fit = equations.solve(options.ridge)?;
     Ok(StreamStats {
         fit,
         residual,
         cosine_sum,
-        tokens: samples * rows,
+        tokens,
     })
+}
+
+/// The width of a stream's activations (their last axis).
+fn graph_width(env: &SpilledEnv, stream: &Stream) -> Result<usize> {
+    let first = env.read(stream.input, Some(0..1))?;
+    first
+        .shape
+        .last()
+        .copied()
+        .ok_or_else(|| Error::Internal(format!("stream {} has a scalar input", stream.name)))
 }
 
 /// The fitted node's output `x + x Wᵀ + b (+ c Uᵀ)` for every sample, as ONNX Runtime would

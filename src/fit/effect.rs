@@ -2,140 +2,189 @@
 //! the calibration inputs when that block alone is replaced by its fit. `--prune` chooses blocks
 //! by it (`--select output`).
 //!
-//! It rides on the ranking pass, which runs the original model stage by stage. Right after block
-//! `b` is fitted, a copy of every live activation is appended on the batch axis, with `b`'s
-//! outputs replaced by the fit's prediction: a *variant*. Every later stage then runs the
-//! original samples and all variants in one go, so a stage is loaded once and the prefix before
-//! `b` is never rerun. The extra cost is one run of each later stage per variant: for `K`
-//! blocks, `K(K−1)/2` block runs over the calibration set (plus the final layer `K` times);
-//! memory holds one copy of the live activations per variant in flight.
+//! It runs after the ranking pass has fitted every block, over the effect samples in *groups*
+//! whose activations fit the memory budget. Each group walks the original model stage by stage;
+//! right after block `b`'s stage, a copy of the group's live activations is appended on the
+//! batch axis with `b`'s outputs replaced by the fit's prediction: a *variant*. Every later stage
+//! then runs the original group and all its variants in one go, so a stage is loaded once per
+//! group and the prefix before `b` is never rerun. For `K` blocks that is `K(K−1)/2` extra block
+//! runs over the effect samples, plus the original walk of each group once (`extra_runs`).
+//!
+//! Memory: the group's activations, variants included, are spilled (`runtime::spill`), so the
+//! process holds one stage run's chunk; the group size bounds the scratch files, which the
+//! kernel keeps in its page cache while it can: `group · (K+1) · held bytes ≤ budget`. The
+//! effect is the relative L2 error accumulated over every group's output rows, so it does not
+//! depend on how the samples were grouped.
 
 use crate::error::{Error, Result};
-use crate::ir::{BlockId, Dim, Graph};
-use crate::metrics::relative_l2;
-use crate::runtime::staged::{Env, Stage};
+use crate::inputs::InputSet;
+use crate::ir::{BlockId, Dim, Graph, Value};
+use crate::passes::brll::BlockFit;
+use crate::runtime::spill::SpilledEnv;
+use crate::runtime::staged::{Activations, Stage, StagedRunner};
 use crate::tensor::Tensor;
 
-/// The variants appended so far: which block each replaces, in batch order after the original.
-pub struct Variants {
-    /// Samples of the original inputs, `n`.
-    samples: usize,
-    /// Samples each variant carries, `m ≤ n`: the first `m` of the original's. Variant `i`
-    /// occupies samples `n + i·m .. n + (i+1)·m`.
-    per_variant: usize,
-    blocks: Vec<BlockId>,
+/// How the effect samples are walked: `samples` of them, `group` at a time.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct EffectPlan {
+    pub samples: usize,
+    pub group: usize,
 }
 
-impl Variants {
-    /// Variants of the first `per_variant` of `samples` samples (0 or more than `samples`: all).
-    pub fn new(samples: usize, per_variant: usize) -> Self {
-        let per_variant = match per_variant {
-            0 => samples,
-            m => m.min(samples),
-        };
-        Self {
-            samples,
-            per_variant,
-            blocks: Vec::new(),
-        }
+impl EffectPlan {
+    pub fn groups(&self) -> usize {
+        self.samples.div_ceil(self.group.max(1))
     }
 
-    /// Samples each variant carries.
-    pub fn per_variant(&self) -> usize {
-        self.per_variant
+    /// The sample ranges of the groups, in order.
+    fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let group = self.group.max(1);
+        (0..self.samples)
+            .step_by(group)
+            .map(move |s| s..(s + group).min(self.samples))
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.blocks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
-    }
-
-    /// Appends a variant in which `block` is replaced: every batched value of `env` gets a copy
-    /// of its first `per_variant` original samples, except the block's outputs, which get
-    /// `replaced` (value, the fit's prediction on those samples).
-    pub fn add(
-        &mut self,
-        graph: &Graph,
-        env: &mut Env,
-        block: BlockId,
-        replaced: Vec<(crate::ir::Value, Vec<f32>)>,
-    ) -> Result<()> {
-        let n = self.per_variant;
-        for (&v, t) in env.iter_mut() {
-            if !batched(graph, v) {
-                continue;
+/// The output effect of every block in `fits` on the first `plan.samples` samples of `inputs`,
+/// by block, in the order of `fits`. `predict` gives a fitted stream's output from its input and
+/// the block's condition (the fitted node as ONNX Runtime computes it).
+pub fn measure(
+    graph: &Graph,
+    runner: &StagedRunner,
+    inputs: &InputSet,
+    fits: &[BlockFit],
+    plan: EffectPlan,
+    predict: &dyn Fn(&Tensor, &Tensor, &crate::passes::brll::StreamFit) -> Vec<f32>,
+) -> Result<Vec<(BlockId, f64)>> {
+    let (_, latent) = graph
+        .outputs
+        .first()
+        .ok_or_else(|| Error::Internal("the model has no output".into()))?;
+    let mut sums = vec![(0.0f64, 0.0f64); fits.len()];
+    let mut order: Vec<BlockId> = Vec::new();
+    for rows in plan.ranges() {
+        let group = inputs.slice(rows.start, rows.end);
+        let mut env = SpilledEnv::default();
+        runner.load_inputs_into(&group.tensors, &mut env)?;
+        let mut variants: Vec<BlockId> = Vec::new();
+        for k in 0..runner.stages().len() {
+            runner.run_stage(k, &mut env)?;
+            let fit = runner.stages()[k]
+                .block
+                .and_then(|b| fits.iter().find(|f| f.block == b));
+            if let Some(fit) = fit {
+                add_variant(graph, runner, &mut env, group.samples, fit, predict)?;
+                variants.push(fit.block);
             }
-            let per_sample: usize = t.shape[1..].iter().product();
-            let copy = match replaced.iter().find(|(r, _)| *r == v) {
-                Some((_, data)) => data.clone(),
-                None => t.data[..n * per_sample].to_vec(),
-            };
-            if copy.len() != n * per_sample {
-                return Err(Error::Internal(format!(
-                    "variant {block}: {} values where {} were expected",
-                    copy.len(),
-                    n * per_sample
-                )));
-            }
-            t.data.extend_from_slice(&copy);
-            t.shape[0] += n;
+            runner.release(k, &mut env);
         }
-        self.blocks.push(block);
-        Ok(())
+        accumulate(&env, *latent, group.samples, &variants, fits, &mut sums)?;
+        order = variants;
     }
+    if order.len() != fits.len() {
+        return Err(Error::Internal(format!(
+            "{} of {} fitted blocks were met walking the model",
+            order.len(),
+            fits.len()
+        )));
+    }
+    Ok(fits
+        .iter()
+        .zip(&sums)
+        .map(|(f, &(diff, norm))| (f.block, relative(diff, norm)))
+        .collect())
+}
 
-    /// The relative L2 error of each variant's `output` against the original's (on the same
-    /// samples), by block.
-    pub fn effects(&self, output: &Tensor) -> Result<Vec<(BlockId, f64)>> {
-        let (n, m) = (self.samples, self.per_variant);
-        let per_sample: usize = output.shape[1..].iter().product();
-        let expected = n + m * self.blocks.len();
-        if output.data.len() != expected * per_sample {
-            return Err(Error::Internal(format!(
-                "the output holds {} samples, expected {expected} ({} variants of {m} after {n})",
-                output.shape[0],
-                self.blocks.len()
-            )));
+/// `‖variant − original‖ / ‖original‖` from the accumulated squares (as `metrics::relative_l2`).
+fn relative(diff: f64, norm: f64) -> f64 {
+    match (diff == 0.0, norm == 0.0) {
+        (true, _) => 0.0,
+        (false, true) => f64::INFINITY,
+        (false, false) => (diff / norm).sqrt(),
+    }
+}
+
+/// Appends a variant of the group's `m` original samples to every batched value of `env`: a copy
+/// of its first `m` rows, except the fitted block's stream outputs, which get the fit's
+/// prediction on those rows. Goes `runner.batch()` rows at a time.
+fn add_variant(
+    graph: &Graph,
+    runner: &StagedRunner,
+    env: &mut SpilledEnv,
+    m: usize,
+    fit: &BlockFit,
+    predict: &dyn Fn(&Tensor, &Tensor, &crate::passes::brll::StreamFit) -> Vec<f32>,
+) -> Result<()> {
+    let io = &graph.block_io[&fit.block];
+    let chunk = runner.batch();
+    for v in env.values() {
+        if !batched(graph, v) {
+            continue;
         }
-        let reference = &output.data[..m * per_sample];
-        Ok(self
-            .blocks
+        let stream = io
+            .streams
             .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                let start = (n + i * m) * per_sample;
-                let variant = &output.data[start..start + m * per_sample];
-                (b, relative_l2(variant, reference))
-            })
-            .collect())
+            .zip(&fit.streams)
+            .find(|(s, _)| s.output == v);
+        for start in (0..m).step_by(chunk) {
+            let rows = start..(start + chunk).min(m);
+            let copy = match stream {
+                None => env.read(v, Some(rows))?,
+                Some((s, f)) => {
+                    // Keeps the output's name: the runner feeds stages by it.
+                    let output = env.read(v, Some(rows.clone()))?;
+                    let x = env.read(s.input, Some(rows.clone()))?;
+                    let cond = env.read(io.condition, Some(rows))?;
+                    Tensor {
+                        data: predict(&x, &cond, f),
+                        ..output
+                    }
+                }
+            };
+            env.append(v, copy, true)?;
+        }
     }
+    Ok(())
+}
+
+/// Adds each variant's squared distance to the original output, and the original's squared
+/// norm, over the group's `m` samples, `m` rows at a time.
+fn accumulate(
+    env: &SpilledEnv,
+    latent: Value,
+    m: usize,
+    variants: &[BlockId],
+    fits: &[BlockFit],
+    sums: &mut [(f64, f64)],
+) -> Result<()> {
+    let reference = env.read(latent, Some(0..m))?;
+    for (i, block) in variants.iter().enumerate() {
+        let slot = fits
+            .iter()
+            .position(|f| f.block == *block)
+            .ok_or_else(|| Error::Internal(format!("variant {block} has no fit")))?;
+        let start = m * (i + 1);
+        let variant = env.read(latent, Some(start..start + m))?;
+        let (diff, norm) = &mut sums[slot];
+        for (&x, &y) in variant.data.iter().zip(&reference.data) {
+            *diff += (f64::from(x) - f64::from(y)).powi(2);
+            *norm += f64::from(y) * f64::from(y);
+        }
+    }
+    Ok(())
 }
 
 /// Whether `v` carries one row per sample (the runner stacks samples on the batch axis `B`).
-pub fn batched(graph: &Graph, v: crate::ir::Value) -> bool {
+pub fn batched(graph: &Graph, v: Value) -> bool {
     graph.ty(v).shape.first() == Some(&Dim::sym("B"))
 }
 
-/// The first `n` samples of `t` (a batched tensor).
-pub fn first_samples(t: &Tensor, n: usize) -> Tensor {
-    let per_sample: usize = t.shape[1..].iter().product();
-    let mut shape = t.shape.clone();
-    shape[0] = n;
-    Tensor {
-        name: t.name.clone(),
-        shape,
-        data: t.data[..n * per_sample].to_vec(),
-    }
-}
-
 /// What measuring the output effect of every block in `fit_blocks` costs on top of the ranking
-/// pass, in runs of one stage over the calibration set: each variant runs every stage after its
-/// block once. Returns (extra block runs, extra runs of the stages around the blocks).
+/// pass, in runs of one stage over the effect samples: each group walks the original once, and
+/// each variant runs every stage after its block once. Returns (extra block runs, extra runs of
+/// the stages around the blocks).
 pub fn extra_runs(stages: &[Stage], fit_blocks: &[BlockId]) -> (usize, usize) {
-    let (mut blocks, mut others, mut live) = (0, 0, 0);
+    let (mut blocks, mut others, mut live) = (0, 0, 1);
     for stage in stages {
         match stage.block {
             Some(_) => blocks += live,
@@ -148,21 +197,19 @@ pub fn extra_runs(stages: &[Stage], fit_blocks: &[BlockId]) -> (usize, usize) {
     (blocks, others)
 }
 
-/// Chunks of `batch` samples the ranking pass runs, variants of `per_variant` samples included
-/// (for the progress bar).
-pub fn chunks(
-    stages: &[Stage],
-    fit_blocks: &[BlockId],
-    (samples, per_variant): (usize, usize),
-    batch: usize,
-) -> u64 {
-    let mut live = 0;
-    let mut total = 0u64;
-    for stage in stages {
-        total += (samples + per_variant * live).div_ceil(batch) as u64;
-        if stage.block.is_some_and(|b| fit_blocks.contains(&b)) {
-            live += 1;
-        }
-    }
-    total
+/// Chunks of `batch` samples the effect pass runs, variants included (for the progress bar).
+pub fn chunks(stages: &[Stage], fit_blocks: &[BlockId], plan: EffectPlan, batch: usize) -> u64 {
+    plan.ranges()
+        .map(|rows| {
+            let mut live = 1;
+            let mut total = 0u64;
+            for stage in stages {
+                total += (rows.len() * live).div_ceil(batch.max(1)) as u64;
+                if stage.block.is_some_and(|b| fit_blocks.contains(&b)) {
+                    live += 1;
+                }
+            }
+            total
+        })
+        .sum()
 }

@@ -55,6 +55,14 @@ pub fn held_out_seed(seed: u64) -> u64 {
 }
 
 impl InputSet {
+    /// The set's token counts, for cost and memory estimates.
+    pub fn tokens(&self) -> crate::ir::cost::Tokens {
+        crate::ir::cost::Tokens {
+            image: self.image_tokens,
+            text: self.text_tokens,
+        }
+    }
+
     /// Samples `[start, end)` as a new set (the runner processes samples in chunks); the ids are
     /// shared, so copied whole. Panics unless `start <= end <= self.samples`.
     pub fn slice(&self, start: usize, end: usize) -> InputSet {

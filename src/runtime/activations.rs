@@ -23,6 +23,8 @@ pub trait Activations {
     fn append(&mut self, v: Value, chunk: Tensor, batched: bool) -> Result<()>;
     /// Forgets every value `keep` refuses.
     fn retain(&mut self, keep: &dyn Fn(&Value) -> bool);
+    /// Every value held, in no particular order.
+    fn values(&self) -> Vec<Value>;
 }
 
 impl Activations for Env {
@@ -75,6 +77,10 @@ impl Activations for Env {
 
     fn retain(&mut self, keep: &dyn Fn(&Value) -> bool) {
         HashMap::retain(self, |v, _| keep(v));
+    }
+
+    fn values(&self) -> Vec<Value> {
+        self.keys().copied().collect()
     }
 }
 

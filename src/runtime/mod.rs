@@ -5,6 +5,7 @@
 
 pub mod activations;
 pub mod backend;
+pub mod budget;
 pub mod candle;
 pub mod ort;
 pub mod spill;
@@ -15,3 +16,4 @@ pub use self::ort::{
     run_model_bytes, run_model_file,
 };
 pub use backend::{Backend, StageExecutable};
+pub use budget::MemoryBudget;

@@ -223,6 +223,10 @@ impl Activations for SpilledEnv {
     fn retain(&mut self, keep: &dyn Fn(&Value) -> bool) {
         self.held.retain(|v, _| keep(v));
     }
+
+    fn values(&self) -> Vec<Value> {
+        self.held.keys().copied().collect()
+    }
 }
 
 fn write_floats(file: &File, offset: u64, data: &[f32]) -> Result<()> {

@@ -9,8 +9,10 @@ use super::activations::not_held;
 pub use super::activations::{Activations, Env};
 use super::backend::{Backend, StageExecutable};
 use super::ort::OrtBackend;
+use super::spill::SpilledEnv;
 use crate::error::{Error, Result};
 use crate::ir::TensorStore;
+use crate::ir::cost::Tokens;
 use crate::ir::{BlockId, Dim, Graph, Op, Value};
 use crate::tensor::Tensor;
 use indicatif::ProgressBar;
@@ -92,6 +94,17 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
         self
     }
 
+    /// Samples per stage run from now on.
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// Samples per stage run.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     pub fn backend(&self) -> &B {
         &self.backend
     }
@@ -136,9 +149,11 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
         Ok(())
     }
 
-    /// Runs every stage; returns the graph's outputs by name.
+    /// Runs every stage; returns the graph's outputs by name. The activations between stages
+    /// are spilled (`runtime::spill`): memory holds one chunk of samples, however many there are.
     pub fn run(&self, inputs: &[Tensor]) -> Result<BTreeMap<String, Tensor>> {
-        let mut env = self.load_inputs(inputs)?;
+        let mut env = SpilledEnv::default();
+        self.load_inputs_into(inputs, &mut env)?;
         for k in 0..self.stages.len() {
             self.run_stage(k, &mut env)?;
             self.release(k, &mut env);
@@ -148,9 +163,9 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
             .iter()
             .map(|(name, v)| {
                 let t = env
-                    .get(v)
-                    .ok_or_else(|| Error::Internal(format!("output `{name}` not computed")))?;
-                Ok((name.clone(), t.clone()))
+                    .read(*v, None)
+                    .map_err(|_| Error::Internal(format!("output `{name}` not computed")))?;
+                Ok((name.clone(), t))
             })
             .collect()
     }
@@ -263,4 +278,50 @@ pub fn plan_stages(graph: &Graph) -> Vec<Stage> {
         stage.outputs = outputs;
     }
     stages
+}
+
+/// Bytes of one sample's activations held between `stages` at the widest point of a walk (a
+/// stage's inputs still held while its outputs are appended), at `tokens`.
+pub fn held_bytes(graph: &Graph, stages: &[Stage], tokens: Tokens) -> u64 {
+    let mut last_use = HashMap::new();
+    for (k, stage) in stages.iter().enumerate() {
+        for &v in &stage.inputs {
+            last_use.insert(v, k);
+        }
+    }
+    let batched = |v: &Value| graph.ty(*v).shape.first() == Some(&Dim::sym("B"));
+    let outputs: Vec<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
+    let mut held: Vec<Value> = (graph.graph.node_indices())
+        .filter(|&n| matches!(graph.node(n).op, Op::Input { .. }))
+        .map(|node| Value { node, port: 0 })
+        .collect();
+    let mut widest = 0;
+    for (k, stage) in stages.iter().enumerate() {
+        held.extend(stage.outputs.iter().copied());
+        let bytes = held
+            .iter()
+            .filter(|v| batched(v))
+            .map(|&v| graph.sample_bytes(v, tokens))
+            .sum();
+        widest = widest.max(bytes);
+        held.retain(|v| outputs.contains(v) || last_use.get(v).is_some_and(|&l| l > k));
+    }
+    widest
+}
+
+/// Bytes one sample takes while the largest of `stages` runs: its inputs, and every
+/// intermediate of its nodes (`Graph::working_bytes`), at `tokens`.
+pub fn working_bytes(graph: &Graph, stages: &[Stage], tokens: Tokens) -> u64 {
+    stages
+        .iter()
+        .map(|s| {
+            let inputs: u64 = s
+                .inputs
+                .iter()
+                .map(|&v| graph.sample_bytes(v, tokens))
+                .sum();
+            inputs + graph.working_bytes(&s.nodes, tokens)
+        })
+        .max()
+        .unwrap_or(0)
 }

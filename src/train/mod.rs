@@ -131,8 +131,11 @@ pub fn run(
     let plan = sandwiches(&order, &replaced);
     let device = candle::device(calibration.provider)?;
     let mut walk = Walk::new(
-        (original, staged_runner(original, ckpt, calibration)?),
-        (pruned, staged_runner(pruned, ckpt, calibration)?),
+        (
+            original,
+            staged_runner(original, ckpt, calibration, inputs)?,
+        ),
+        (pruned, staged_runner(pruned, ckpt, calibration, inputs)?),
         &inputs.tensors,
         options.entry,
     )?;

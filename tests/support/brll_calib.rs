@@ -25,6 +25,7 @@ pub fn calibration(ridge: f64) -> CalibrationOptions {
         provider: fastflux::runtime::ExecutionProvider::Cpu,
         show_progress: false,
         effect_samples: 0,
+        memory_budget: fastflux::runtime::MemoryBudget::from_machine(),
     }
 }
 
