@@ -1,29 +1,10 @@
-//! The attention ops on heads `[B,H,S,D]`: Attention → `softmax(q kᵀ · D^-½) v`, with the
-//! softmax composed (candle's `softmax_last_dim` and its CPU flash attention detach their
-//! output from the autograd graph); Rope → the pairwise rotation by narrows, products and a cat
-//! (candle's `rope_i` detaches too).
+//! The attention ops on heads `[B,H,S,D]`: Attention → `softmax(q kᵀ · D^-½) v` in chunks of
+//! query rows (`chunked_attention.rs`); Rope → the pairwise rotation by narrows, products and a
+//! cat (candle's `rope_i` detaches its output).
 
 use super::NodeCx;
-use candle_core::{D, Result, Tensor};
-
-/// `softmax` over the last axis. The row maximum is subtracted for range only: softmax does not
-/// depend on it, so it is taken out of the autograd graph.
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
-    let exp = shifted.exp()?;
-    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
-}
-
-/// `softmax(q kᵀ / √D) v` for q, k, v `[B,H,S,D]`.
-pub(super) fn attention_of(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-    let head_dim = q.dim(D::Minus1)?;
-    let kt = k.transpose(2, 3)?.contiguous()?;
-    let scores = q
-        .contiguous()?
-        .matmul(&kt)?
-        .affine(1.0 / (head_dim as f64).sqrt(), 0.0)?;
-    softmax_last(&scores)?.matmul(&v.contiguous()?)
-}
+use super::chunked_attention::attention_of;
+use candle_core::{Result, Tensor};
 
 /// Rotates adjacent pairs: `pairs [… , D/2, 2]` holds (x0, x1) per pair, `cos` and `sin` are
 /// shaped to broadcast against `[… , D/2, 1]`; returns (x0 cos − x1 sin, x0 sin + x1 cos) in

@@ -3,7 +3,8 @@
 //! packed in the last axis `[B,S,H·D]`, ModulatedLayerNorm, LinearGeluTanh.
 
 use super::NodeCx;
-use super::attention::{attention_of, rotate_pairs};
+use super::attention::rotate_pairs;
+use super::chunked_attention::attention_of;
 use super::linear::affine_map;
 use super::modulation::modulate_of;
 use super::norm::{layer_norm_of, rms_norm_of};

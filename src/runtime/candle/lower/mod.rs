@@ -1,9 +1,11 @@
 //! IR ops → candle tensor ops: the rule of every op kind (a table, as `onnx::lower` keeps one
-//! per target) and what a rule is handed. Rules use composed forms only: candle's fused
-//! softmax, layer/RMS norm and rope kernels return outputs detached from the autograd graph
-//! without an error, so their inputs would silently receive no gradient.
+//! per target) and what a rule is handed. Rules use composed forms, or custom ops that bring
+//! their own backward (`frozen.rs`, `chunked_attention.rs`): candle's fused softmax, layer/RMS
+//! norm and rope kernels return outputs detached from the autograd graph without an error, so
+//! their inputs would silently receive no gradient.
 
 mod attention;
+mod chunked_attention;
 mod elementwise;
 mod embedding;
 mod frozen;
