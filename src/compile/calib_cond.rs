@@ -158,7 +158,15 @@ fn sample_trajectories(
         ))
         .expect("valid template"),
     );
-    let set = record(&mut model, &cond, &sample_spec, spec.per_prompt, &bar)?;
+    let set = record(
+        &mut model,
+        &cond,
+        &sample_spec,
+        spec.per_prompt,
+        false,
+        &bar,
+    )?
+    .calibration;
     bar.finish_and_clear();
     Ok((set, cond.prompts, steps))
 }
