@@ -159,7 +159,7 @@ fn main() -> Res<()> {
         Ok((
             path,
             blocks,
-            outcome.and_then(|o| o.verification),
+            outcome.and_then(|o| o.verification.map(|v| (v.relative_l2, v.cosine))),
             fits.unwrap_or_default(),
         ))
     };

@@ -126,10 +126,13 @@ struct Cli {
     /// `auto` takes GPU 0 when the build has CUDA.
     #[arg(long, value_name = "auto|cpu|cuda", default_value = "auto")]
     execution_provider: ExecutionProvider,
-    /// Run the pruned and the original model on held-out inputs and compare their outputs.
+    /// Run the pruned and the original model on held-out inputs of the calibration's source and
+    /// compare their outputs: synthetic ones with another seed for a synthetic calibration, the
+    /// --calib-cond trajectories' inputs at steps not recorded for calibration; a --calib FILE
+    /// calibration needs --verify-inputs.
     #[arg(long)]
     verify: bool,
-    /// Held-out inputs for --verify [default: synthetic, another seed].
+    /// Held-out inputs for --verify, in the --calib format, whatever the calibration's source.
     #[arg(long, value_name = "FILE")]
     verify_inputs: Option<PathBuf>,
     /// Also write the BRLL-rewritten base model as one .safetensors checkpoint in the input's

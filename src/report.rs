@@ -1,13 +1,14 @@
 //! What a compile prints: the end-of-run summary (`CompileOutcome`), the BRLL section of it,
 //! the `--plan` report (`PlanOutcome`) with its ranking table, and the human-readable numbers
-//! they use. Rendering only: the driver (`compile`) computes everything shown here.
+//! they use, with what `--verify` judged on. Rendering only: the driver (`compile`) computes
+//! everything shown here.
 
 use crate::checkpoint::brll_meta::BRLL_KEY;
 use crate::compile::calib_cond::describe;
 use crate::compile::{
     BrllSummary, CalibrationRecord, CalibrationSource, CompileOutcome, PlanOutcome, StSummary,
 };
-use crate::fit::brll::Ranking;
+use crate::fit::brll::{HeldOutSource, Ranking, Verification};
 use crate::fit::calibrate::MemoryPlan;
 use crate::fit::select::{SelectRule, ranked};
 use crate::train::Entry;
@@ -130,14 +131,43 @@ impl Display for BrllSummary {
             tokens.image,
             tokens.text
         )?;
-        match outcome.verification {
-            Some((error, cosine)) => write!(
-                f,
-                "  verification       relative L2 error {error:.4}, cosine similarity {cosine:.5} (held-out inputs, f32)"
-            ),
+        match &outcome.verification {
+            Some(v) => f.write_str(&verification(v, "")),
             None => write!(f, "  verification       not run (pass --verify)"),
         }
     }
+}
+
+/// The `--verify` lines: the errors and the held-out set they were measured on.
+fn verification(v: &Verification, when: &str) -> String {
+    let set = match &v.held_out {
+        HeldOutSource::File(path) => format!("the --verify-inputs file {}", path.display()),
+        HeldOutSource::Synthetic {
+            seed,
+            calibration_seed,
+        } => format!(
+            "synthetic random inputs of the calibration set's sizes, seed {seed} (the \
+             calibration set's: {calibration_seed})"
+        ),
+        HeldOutSource::Trajectories {
+            prompts,
+            per_prompt,
+            recorded,
+            steps,
+        } => format!(
+            "the calibration trajectories' inputs at steps not recorded for calibration, \
+             {per_prompt} per prompt ({prompts} prompts; each recorded {recorded} of its {steps} \
+             steps); held out in step, not in prompt or starting noise"
+        ),
+    };
+    let errors = format!(
+        "relative L2 error {:.4}, cosine similarity {:.5} ({when}f32)",
+        v.relative_l2, v.cosine,
+    );
+    format!(
+        "  verification       {errors}\n  held-out set       {} samples: {set}",
+        v.samples
+    )
 }
 
 /// What sandwich training trained, how far each loss fell, and where the adapters went.
@@ -191,11 +221,8 @@ impl Display for StSummary {
                 "  adapters           {linears} linears, folded into the weights (--st-save FILE keeps them)"
             )?,
         }
-        match self.verification {
-            Some((error, cosine)) => write!(
-                f,
-                "  verification       relative L2 error {error:.4}, cosine similarity {cosine:.5} (held-out inputs, f32, after ST)"
-            ),
+        match &self.verification {
+            Some(v) => f.write_str(&verification(v, "after ST, ")),
             None => write!(f, "  verification       not run (pass --verify)"),
         }
     }

@@ -1,19 +1,22 @@
 //! Calibration from trajectories (`--calib-cond`): the original model, retyped to f32 and run
 //! stage by stage in ONNX Runtime (`StagedRunner`, one block's weights at a time), samples each
 //! prompt of a conditioning file from seeded noise; the inputs it sees at steps spread over each
-//! trajectory (`sample::trajectories`) become the calibration set. Also `--calib-save` (the set,
-//! whatever its source, written in the `--calib` format) and the record of where the set came
-//! from, which the summary states.
+//! trajectory (`sample::trajectories`) become the calibration set, and with `--verify` the inputs
+//! at steps it did not record become the held-out set. Also `--calib-save` (the set, whatever
+//! its source, written in the `--calib` format) and the record of where the set came from,
+//! which the summary states.
 
 use super::guard;
 use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
-use crate::fit::brll::{BrllOptions, calibration_inputs};
-use crate::inputs::{Conditioning, InputSet, Signature};
+use crate::fit::brll::{
+    BrllOptions, HeldOut, HeldOutSource, calibration_inputs, refuse_calibration_file_alone,
+};
+use crate::inputs::{Conditioning, Signature};
 use crate::ir::Graph;
 use crate::passes::retype;
 use crate::sample::euler::resolve_guidance;
-use crate::sample::trajectories::record;
+use crate::sample::trajectories::{Recording, record};
 use crate::sample::{Grid, SampleSpec, Schedule, StagedDenoiser};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -73,7 +76,8 @@ pub struct CalibrationRecord {
 
 /// Makes the calibration set of `brll` for `graph` (the lifted base model, no rewrite, no LoRA)
 /// when it must be made here — trajectories, or any set `save` is to write — and stores it in
-/// the returned options; otherwise returns them as they are.
+/// the returned options, with the trajectories' held-out inputs when `brll.verify` needs them;
+/// otherwise returns them as they are.
 pub fn prepare(
     ckpt: &FluxCheckpoint,
     graph: &Graph,
@@ -82,6 +86,7 @@ pub fn prepare(
     save: Option<&PathBuf>,
 ) -> Result<(BrllOptions, CalibrationRecord)> {
     let mut brll = brll.clone();
+    refuse_calibration_file_alone(&brll)?;
     if let Some(path) = save {
         guard::refuse_to_overwrite_inputs(ckpt, path)?;
         let inputs = [brll.calib.as_ref(), trajectories.map(|t| &t.cond)];
@@ -95,8 +100,20 @@ pub fn prepare(
     let source = match (trajectories, &brll.calib) {
         (Some(spec), _) => {
             let start = Instant::now();
-            let (set, prompts, steps) = sample_trajectories(ckpt, graph, &brll, spec)?;
-            brll.inputs = Some(set);
+            let hold_out = brll.verify && brll.verify_inputs.is_none();
+            let (recording, prompts, steps) =
+                sample_trajectories(ckpt, graph, &brll, spec, hold_out)?;
+            brll.inputs = Some(recording.calibration);
+            brll.held_out = recording.held_out.map(|inputs| HeldOut {
+                source: HeldOutSource::Trajectories {
+                    prompts,
+                    // Every prompt holds out as many steps (`held_out_steps`).
+                    per_prompt: inputs.samples / prompts.max(1),
+                    recorded: spec.per_prompt,
+                    steps,
+                },
+                inputs,
+            });
             CalibrationSource::Trajectories {
                 cond: spec.cond.clone(),
                 prompts,
@@ -124,13 +141,15 @@ pub fn prepare(
     Ok((brll, CalibrationRecord { source, saved }))
 }
 
-/// Samples every prompt with the original model and records the inputs along the way.
+/// Samples every prompt with the original model and records the inputs along the way, and with
+/// `hold_out` those at steps not recorded.
 fn sample_trajectories(
     ckpt: &FluxCheckpoint,
     graph: &Graph,
     brll: &BrllOptions,
     spec: &TrajectorySpec,
-) -> Result<(InputSet, usize, usize)> {
+    hold_out: bool,
+) -> Result<(Recording, usize, usize)> {
     let signature = Signature::of(&ckpt.config);
     let cond = Conditioning::load(&spec.cond, &signature)?;
     let guidance = resolve_guidance(&signature, spec.guidance)
@@ -158,9 +177,16 @@ fn sample_trajectories(
         ))
         .expect("valid template"),
     );
-    let set = record(&mut model, &cond, &sample_spec, spec.per_prompt, &bar)?;
+    let recording = record(
+        &mut model,
+        &cond,
+        &sample_spec,
+        spec.per_prompt,
+        hold_out,
+        &bar,
+    )?;
     bar.finish_and_clear();
-    Ok((set, cond.prompts, steps))
+    Ok((recording, cond.prompts, steps))
 }
 
 /// One line on where a calibration set came from.

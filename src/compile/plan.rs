@@ -54,10 +54,15 @@ pub fn plan(options: &CompileOptions) -> Result<PlanOutcome> {
     }
     let (ranking, calibration) = match &options.brll {
         Some(brll) => {
+            // `--plan` verifies nothing: no held-out set to make.
+            let brll = brll_run::BrllOptions {
+                verify: false,
+                ..brll.clone()
+            };
             let (brll, record) = calib_cond::prepare(
                 &c.ckpt,
                 &base,
-                brll,
+                &brll,
                 options.calib_cond.as_ref(),
                 options.calib_save.as_ref(),
             )?;

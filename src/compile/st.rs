@@ -7,7 +7,7 @@
 use super::Compiled;
 use crate::checkpoint::lora::{LoraSpec, write_lora};
 use crate::error::{Error, Result};
-use crate::fit::brll::{self as brll_run, BrllOptions, calibration_graph};
+use crate::fit::brll::{self as brll_run, BrllOptions, Verification, calibration_graph};
 use crate::ir::Graph;
 use crate::passes;
 use crate::train::{self, StOptions, StOutcome};
@@ -24,8 +24,8 @@ pub struct StSummary {
     /// The temporary folder holding the file when it is not `--st-save`: removed on `release`
     /// or when the summary is dropped, so an error between writing and folding leaves nothing.
     scratch: Option<tempfile::TempDir>,
-    /// `--verify` after training: (relative L2, cosine) of the output to the original's.
-    pub verification: Option<(f64, f64)>,
+    /// `--verify` after training: the output against the original's on held-out inputs.
+    pub verification: Option<Verification>,
 }
 
 impl StSummary {

@@ -1,5 +1,6 @@
 //! BRLL end to end: choose the blocks, calibrate and fit them through ONNX Runtime, rewrite the
-//! graph, and verify the pruned model against the original on held-out inputs.
+//! graph, and verify the pruned model against the original on held-out inputs of the
+//! calibration's source.
 
 use super::calibrate::{
     BlockReport, CalibrationOptions, FitKind, MemoryPlan, fit_sequentially, rank_blocks,
@@ -37,9 +38,50 @@ pub struct BrllOptions {
     pub inputs: Option<InputSet>,
     pub synthetic: SyntheticSpec,
     pub calibration: CalibrationOptions,
-    /// `--verify`: inputs for it (`--verify-inputs FILE`, else synthetic with another seed).
+    /// `--verify`, on held-out inputs of the calibration's source (see [`held_out_inputs`]).
     pub verify: bool,
+    /// `--verify-inputs FILE`: held-out inputs for `--verify`, whatever the calibration's source.
     pub verify_inputs: Option<PathBuf>,
+    /// Held-out inputs the driver made with `inputs` (the `--calib-cond` trajectories' inputs
+    /// at steps not recorded for calibration); `verify_inputs` overrides them.
+    pub held_out: Option<HeldOut>,
+}
+
+/// `--verify`'s held-out inputs and where they came from.
+#[derive(Clone, Debug)]
+pub struct HeldOut {
+    pub inputs: InputSet,
+    pub source: HeldOutSource,
+}
+
+/// Where `--verify`'s held-out inputs came from (the summary states it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeldOutSource {
+    /// `--verify-inputs FILE`.
+    File(PathBuf),
+    /// Synthetic inputs of the synthetic calibration set's sizes, drawn with `seed`
+    /// (`inputs::held_out_seed` of the calibration's `calibration_seed`).
+    Synthetic { seed: u64, calibration_seed: u64 },
+    /// The `--calib-cond` trajectories' inputs at steps not recorded for calibration
+    /// (`sample::trajectories::held_out_steps`): up to `per_prompt` of the `steps - recorded`
+    /// steps each of the `prompts` trajectories did not record.
+    Trajectories {
+        prompts: usize,
+        per_prompt: usize,
+        recorded: usize,
+        steps: usize,
+    },
+}
+
+/// What `--verify` measured, on what, and where it ran.
+#[derive(Clone, Debug)]
+pub struct Verification {
+    /// Relative L2 error and cosine similarity of the pruned model's output to the original's.
+    pub relative_l2: f64,
+    pub cosine: f64,
+    /// Held-out samples it ran.
+    pub samples: usize,
+    pub held_out: HeldOutSource,
 }
 
 pub struct BrllOutcome {
@@ -47,8 +89,8 @@ pub struct BrllOutcome {
     pub ranking: Option<Ranking>,
     /// The replaced blocks, fitted sequentially.
     pub replaced: Vec<BlockReport>,
-    /// (relative L2 error, cosine similarity) of the pruned model's output to the original's.
-    pub verification: Option<(f64, f64)>,
+    /// `--verify`: the pruned model's output against the original's on held-out inputs.
+    pub verification: Option<Verification>,
     pub calibration_samples: usize,
     /// How the sequential fit held its activations.
     pub memory: MemoryPlan,
@@ -136,6 +178,11 @@ fn rank_calibrated(
 /// Chooses, fits and replaces blocks in `graph`, the lifted model being exported (before any
 /// other rewrite, no LoRA folded in); calibration runs it retyped to f32.
 pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> Result<BrllOutcome> {
+    // Chosen first: a calibration that has no held-out source fails before the slow work.
+    let held_out = match options.verify {
+        true => Some(held_out_inputs(ckpt, options)?),
+        false => None,
+    };
     let calib_graph = calibration_graph(graph)?;
     let inputs = calibration_inputs(ckpt, options)?;
     let (chosen, ranking) = match &options.selection {
@@ -156,12 +203,19 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
     };
     let fits: Vec<_> = replaced.iter().map(|r| r.fit.clone()).collect();
     apply_fits(graph, &fits)?;
-    let verification = if options.verify {
-        let mut pruned = calib_graph.clone();
-        apply_fits(&mut pruned, &fits)?;
-        Some(verify(ckpt, &calib_graph, &pruned, options)?)
-    } else {
-        None
+    let verification = match &held_out {
+        Some(held_out) => {
+            let mut pruned = calib_graph.clone();
+            apply_fits(&mut pruned, &fits)?;
+            Some(verify_on(
+                ckpt,
+                &calib_graph,
+                &pruned,
+                held_out,
+                &options.calibration,
+            )?)
+        }
+        None => None,
     };
     Ok(BrllOutcome {
         ranking,
@@ -172,28 +226,80 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
     })
 }
 
-/// `--verify`: runs `original` and `pruned` (f32 models) on the held-out inputs
-/// (`--verify-inputs`, else synthetic with another seed) stage by stage; returns (relative L2,
-/// cosine) of the pruned model's output to the original's.
+/// `--verify`'s held-out inputs, from the calibration's source: `--verify-inputs FILE` when
+/// given; else those the driver made with the calibration set (`held_out`: the `--calib-cond`
+/// trajectories' unrecorded steps); else, for a synthetic calibration, synthetic inputs of its
+/// sizes with another seed. A `--calib FILE` calibration has no second sample of its source to
+/// draw from, and holding part of the file out would make `--verify` change the fits, so it
+/// needs `--verify-inputs`.
+pub fn held_out_inputs(ckpt: &FluxCheckpoint, options: &BrllOptions) -> Result<HeldOut> {
+    if let Some(path) = &options.verify_inputs {
+        return Ok(HeldOut {
+            inputs: InputSet::load(path, &ckpt.config)?,
+            source: HeldOutSource::File(path.clone()),
+        });
+    }
+    if let Some(held_out) = &options.held_out {
+        return Ok(held_out.clone());
+    }
+    if let Some(calib) = &options.calib {
+        return Err(unverifiable(calib));
+    }
+    let spec = SyntheticSpec {
+        seed: held_out_seed(options.synthetic.seed),
+        ..options.synthetic
+    };
+    Ok(HeldOut {
+        inputs: InputSet::synthetic(&ckpt.config, &spec)?,
+        source: HeldOutSource::Synthetic {
+            seed: spec.seed,
+            calibration_seed: options.synthetic.seed,
+        },
+    })
+}
+
+/// Refuses `--verify` of a `--calib FILE` calibration without `--verify-inputs` (see
+/// [`held_out_inputs`]); the driver asks before it does anything slow or writes anything.
+pub fn refuse_calibration_file_alone(options: &BrllOptions) -> Result<()> {
+    let given = options.verify_inputs.is_some() || options.held_out.is_some();
+    match &options.calib {
+        Some(calib) if options.verify && !given => Err(unverifiable(calib)),
+        _ => Ok(()),
+    }
+}
+
+fn unverifiable(calib: &std::path::Path) -> Error {
+    Error::Usage(format!(
+        "--verify judges the pruned model on held-out samples from the calibration's source, and \
+         the calibration file {} is all the samples of it there are (fastflux does not split it: \
+         holding samples out would change the fits): pass --verify-inputs FILE with other \
+         samples in the --calib format (e.g. --calib-save of a --calib-cond run on other prompts)",
+        calib.display()
+    ))
+}
+
+/// `--verify`: runs `original` and `pruned` (f32 models) stage by stage on the held-out inputs
+/// [`held_out_inputs`] chooses and compares the pruned model's output to the original's.
 pub fn verify(
     ckpt: &FluxCheckpoint,
     original: &Graph,
     pruned: &Graph,
     options: &BrllOptions,
-) -> Result<(f64, f64)> {
-    let held_out = match &options.verify_inputs {
-        Some(path) => InputSet::load(path, &ckpt.config)?,
-        None => {
-            let spec = SyntheticSpec {
-                seed: held_out_seed(options.synthetic.seed),
-                ..options.synthetic
-            };
-            InputSet::synthetic(&ckpt.config, &spec)?
-        }
-    };
+) -> Result<Verification> {
+    let held_out = held_out_inputs(ckpt, options)?;
+    verify_on(ckpt, original, pruned, &held_out, &options.calibration)
+}
+
+fn verify_on(
+    ckpt: &FluxCheckpoint,
+    original: &Graph,
+    pruned: &Graph,
+    held_out: &HeldOut,
+    calibration: &CalibrationOptions,
+) -> Result<Verification> {
     let run = |graph: &Graph| -> Result<Vec<f32>> {
-        let runner = staged_runner(graph, ckpt, &options.calibration, &held_out)?;
-        let mut outputs = runner.run(&held_out.tensors)?;
+        let runner = staged_runner(graph, ckpt, calibration, &held_out.inputs)?;
+        let mut outputs = runner.run(&held_out.inputs.tensors)?;
         outputs
             .remove("latent")
             .map(|t| t.data)
@@ -201,10 +307,12 @@ pub fn verify(
     };
     let reference: Vec<f64> = run(original)?.into_iter().map(f64::from).collect();
     let output = run(pruned)?;
-    Ok((
-        relative_l2(&output, &reference),
-        cosine(&output, &reference),
-    ))
+    Ok(Verification {
+        relative_l2: relative_l2(&output, &reference),
+        cosine: cosine(&output, &reference),
+        samples: held_out.inputs.samples,
+        held_out: held_out.source.clone(),
+    })
 }
 
 impl Default for BrllOptions {
@@ -227,6 +335,7 @@ impl Default for BrllOptions {
             },
             verify: false,
             verify_inputs: None,
+            held_out: None,
         }
     }
 }

@@ -9,6 +9,9 @@
 //! and its error reaches the output alike; rotating the offset over the prompts makes the set
 //! as a whole cover every step of the trajectory (each about `P·K/N` times) instead of the same
 //! K steps for every prompt.
+//!
+//! Held out for `--verify` when asked: the same trajectories' inputs at steps that were not
+//! recorded ([`held_out_steps`]), which costs no extra sampling.
 
 use super::Denoiser;
 use super::euler::{SampleSpec, sample};
@@ -33,15 +36,44 @@ pub fn recorded_steps(
         .collect()
 }
 
-/// Samples every prompt of `cond` as `spec` says and returns the inputs recorded at
-/// [`recorded_steps`]: `P·K` samples, ordered by prompt, then step.
+/// The steps prompt `prompt` of `prompts` holds out for `--verify`: as many as it records
+/// (fewer when fewer are left), spread evenly over the steps it does not record, so they are
+/// disjoint from [`recorded_steps`] by construction. They are inputs no fit saw, but they share
+/// the prompt and the starting noise with that prompt's recorded inputs, lie between them on
+/// the trajectory, and their noise levels are recorded for other prompts: they judge the fits
+/// on new points of the flows they were fitted on, not on prompts they have not seen.
+pub fn held_out_steps(
+    steps: usize,
+    per_prompt: usize,
+    prompt: usize,
+    prompts: usize,
+) -> Vec<usize> {
+    let recorded = recorded_steps(steps, per_prompt, prompt, prompts);
+    let free: Vec<usize> = (0..steps).filter(|k| !recorded.contains(k)).collect();
+    let count = per_prompt.min(free.len());
+    (0..count)
+        .map(|j| free[(2 * j + 1) * free.len() / (2 * count)])
+        .collect()
+}
+
+/// What [`record`] kept of the trajectories.
+pub struct Recording {
+    /// The inputs at [`recorded_steps`]: `P·K` samples, ordered by prompt, then step.
+    pub calibration: InputSet,
+    /// With `hold_out`, the inputs at [`held_out_steps`], ordered the same way.
+    pub held_out: Option<InputSet>,
+}
+
+/// Samples every prompt of `cond` as `spec` says and keeps the inputs at [`recorded_steps`]
+/// and, with `hold_out`, those at [`held_out_steps`].
 pub fn record<D: Denoiser + ?Sized>(
     model: &mut D,
     cond: &Conditioning,
     spec: &SampleSpec,
     per_prompt: usize,
+    hold_out: bool,
     progress: &ProgressBar,
-) -> Result<InputSet> {
+) -> Result<Recording> {
     if per_prompt == 0 || per_prompt > spec.steps {
         return Err(Error::Usage(format!(
             "--calib-per-prompt {per_prompt}: each prompt's trajectory has {} steps \
@@ -49,12 +81,27 @@ pub fn record<D: Denoiser + ?Sized>(
             spec.steps, spec.steps
         )));
     }
+    if hold_out && per_prompt == spec.steps {
+        return Err(Error::Usage(format!(
+            "--verify with --calib-cond judges the pruned model on the trajectory steps not \
+             recorded for calibration, but --calib-per-prompt {per_prompt} records all {} steps \
+             (--calib-steps): record fewer, or pass --verify-inputs FILE",
+            spec.steps
+        )));
+    }
     let prompts = cond.prompts;
-    let chosen: Vec<Vec<usize>> = (0..prompts)
-        .map(|p| recorded_steps(spec.steps, per_prompt, p, prompts))
-        .collect();
-    // Per recorded (prompt, step): the batched inputs' rows, and the shared ids once.
-    let mut rows: Vec<(usize, usize, Vec<Tensor>)> = Vec::new();
+    let plan = |steps_of: fn(usize, usize, usize, usize) -> Vec<usize>| -> Vec<Vec<usize>> {
+        (0..prompts)
+            .map(|p| steps_of(spec.steps, per_prompt, p, prompts))
+            .collect()
+    };
+    let recorded = plan(recorded_steps);
+    let held_out = match hold_out {
+        true => plan(held_out_steps),
+        false => vec![Vec::new(); prompts],
+    };
+    // Per kept (prompt, step): the batched inputs' rows, and the shared ids once.
+    let (mut kept, mut kept_out) = (Vec::new(), Vec::new());
     let mut shared: Vec<Tensor> = Vec::new();
     let mut names: Vec<String> = Vec::new();
     sample(model, cond, spec, progress, |step| {
@@ -67,19 +114,41 @@ pub fn record<D: Denoiser + ?Sized>(
                 .cloned()
                 .collect();
         }
-        for (p, steps) in chosen.iter().enumerate() {
-            if steps.contains(&step.index) {
-                let row = step.inputs.iter().filter(|t| !is_shared(&t.name));
-                rows.push((p, step.index, row.map(|t| row_of(t, p)).collect()));
+        for p in 0..prompts {
+            let row = || {
+                let batched = step.inputs.iter().filter(|t| !is_shared(&t.name));
+                batched.map(|t| row_of(t, p)).collect()
+            };
+            if recorded[p].contains(&step.index) {
+                kept.push((p, step.index, row()));
+            }
+            if held_out[p].contains(&step.index) {
+                kept_out.push((p, step.index, row()));
             }
         }
         Ok(())
     })?;
+    let stack = |rows| stack(&names, &shared, rows, spec.grid.tokens(), cond.text_tokens);
+    Ok(Recording {
+        calibration: stack(kept),
+        held_out: hold_out.then(|| stack(kept_out)),
+    })
+}
+
+/// The kept rows as one set: every batched input's rows stacked on a new batch axis, in
+/// (prompt, step) order, the shared ids as they are.
+fn stack(
+    names: &[String],
+    shared: &[Tensor],
+    mut rows: Vec<(usize, usize, Vec<Tensor>)>,
+    image_tokens: usize,
+    text_tokens: usize,
+) -> InputSet {
     rows.sort_by_key(|(p, k, _)| (*p, *k));
     let samples = rows.len();
     let mut tensors = Vec::with_capacity(names.len());
     let mut batched = 0;
-    for name in &names {
+    for name in names {
         if let Some(t) = shared.iter().find(|t| &t.name == name) {
             tensors.push(t.clone());
             continue;
@@ -98,12 +167,12 @@ pub fn record<D: Denoiser + ?Sized>(
         });
         batched += 1;
     }
-    Ok(InputSet {
+    InputSet {
         samples,
-        image_tokens: spec.grid.tokens(),
-        text_tokens: cond.text_tokens,
+        image_tokens,
+        text_tokens,
         tensors,
-    })
+    }
 }
 
 fn is_shared(name: &str) -> bool {
@@ -137,5 +206,22 @@ mod tests {
         assert_eq!(counts, [2; 20]);
         assert_eq!(recorded_steps(28, 28, 3, 20), (0..28).collect::<Vec<_>>());
         assert_eq!(recorded_steps(28, 1, 0, 1), [14]);
+    }
+
+    #[test]
+    fn held_out_steps_are_the_unrecorded_ones_spread_out() {
+        for (steps, per_prompt, prompts) in [(20, 4, 10), (4, 2, 10), (28, 4, 3), (5, 3, 2)] {
+            for p in 0..prompts {
+                let recorded = recorded_steps(steps, per_prompt, p, prompts);
+                let held = held_out_steps(steps, per_prompt, p, prompts);
+                assert_eq!(held.len(), per_prompt.min(steps - per_prompt));
+                assert!(held.windows(2).all(|w| w[0] < w[1]), "{held:?}");
+                assert!(held.iter().all(|k| *k < steps && !recorded.contains(k)));
+            }
+        }
+        // 8 steps, 2 recorded (2 and 6 for the only prompt): 2 of the other 6, one per half.
+        assert_eq!(recorded_steps(8, 2, 0, 1), [2, 6]);
+        assert_eq!(held_out_steps(8, 2, 0, 1), [1, 5]);
+        assert!(held_out_steps(4, 4, 0, 1).is_empty());
     }
 }
