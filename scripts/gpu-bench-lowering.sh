@@ -6,11 +6,19 @@
 #
 # usage (repository root, on a machine with an NVIDIA GPU):  scripts/gpu-bench-lowering.sh [OUT_DIR]
 #
-# - Binaries: target/release/fastflux-compile and target/release/examples/synth_checkpoint when
-#   present (built elsewhere and carried), else `cargo build --release` here.
-# - ONNX Runtime: an onnxruntime-gpu 1.31.1 that python3 already imports with the CUDA provider,
-#   else the wheel and the CUDA user-space libraries from PyPI into $WORK/venv (about 2 GB; the
-#   same pins as ../shared/tools/cuda-placement/setup.sh).
+# Carry (a GPU machine without network): run scripts/gpu-pack.sh here first; it makes
+# target/gpu-carry/01 .. 04: 4 folders of at most 56 MiB, 211 MiB in all, when it was written
+# (it prints the count). Carry one folder per call, each running `scripts/gpu-unpack.sh`, on one
+# machine that keeps /tmp between the calls; then run this script in a call of its own (it is sized for
+# a whole 10-minute call): 5 calls in all.
+#
+# - Binaries: the carried ones ($FASTFLUX_BIN, from /tmp/fastflux-gpu/env.sh that
+#   gpu-unpack.sh writes), else target/release/fastflux-compile and
+#   target/release/examples/synth_checkpoint when present, else `cargo build --release` here.
+# - ONNX Runtime: an onnxruntime-gpu 1.31.1 that python3 imports with the CUDA provider (the
+#   carried one, by the PYTHONPATH of that env.sh), else the wheel and the CUDA user-space
+#   libraries from PyPI into $WORK/venv (about 2 GB; the same pins as
+#   ../shared/tools/cuda-placement/setup.sh).
 # - Every node must be placed on CUDA: sessions are created with the CPU fallback disabled.
 # - Timing: inputs and outputs bound on the device (IO binding), $WARMUP untimed runs of each
 #   model, then $REPEAT rounds that run both, the order alternating; medians and the median of
@@ -32,10 +40,21 @@ exec > >(tee "$out/log.txt") 2>&1
 step() { echo "== $(date +%T) $*"; }
 
 step binaries
-compile=target/release/fastflux-compile
-synth=target/release/examples/synth_checkpoint
-if [[ ! -x $compile || ! -x $synth ]]; then
-  cargo build --release --bin fastflux-compile --example synth_checkpoint
+carried=${FASTFLUX_GPU:-/tmp/fastflux-gpu}
+if [[ -f $carried/env.sh ]]; then
+  # shellcheck disable=SC1091
+  source "$carried/env.sh"
+fi
+if [[ -n ${FASTFLUX_BIN:-} ]]; then
+  compile=$FASTFLUX_BIN/fastflux-compile
+  synth=$FASTFLUX_BIN/synth_checkpoint
+  head -n4 "$carried/BUILD-INFO" || true
+else
+  compile=target/release/fastflux-compile
+  synth=target/release/examples/synth_checkpoint
+  if [[ ! -x $compile || ! -x $synth ]]; then
+    cargo build --release --bin fastflux-compile --example synth_checkpoint
+  fi
 fi
 
 step onnxruntime-gpu
