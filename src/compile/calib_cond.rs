@@ -14,7 +14,9 @@ use crate::fit::brll::{
 };
 use crate::inputs::{Conditioning, Signature};
 use crate::ir::Graph;
+use crate::ir::cost::Tokens;
 use crate::passes::retype;
+use crate::runtime::staged::{self, plan_stages};
 use crate::sample::euler::resolve_guidance;
 use crate::sample::trajectories::{Recording, record};
 use crate::sample::{Grid, SampleSpec, Schedule, StagedDenoiser};
@@ -165,7 +167,14 @@ fn sample_trajectories(
     let f32_graph = retype::to_f32(graph)?;
     let options = &brll.calibration;
     let (threads, provider) = (options.threads, options.provider);
-    let mut model = StagedDenoiser::original(&f32_graph, ckpt, threads, provider, options.batch)?;
+    // Prompts per stage run: `--calib-batch`, fewer where their working set exceeds the budget.
+    let tokens = Tokens {
+        image: spec.grid.tokens(),
+        text: cond.text_tokens,
+    };
+    let working = staged::working_bytes(&f32_graph, &plan_stages(&f32_graph), tokens);
+    let batch = options.memory_budget.samples(working, options.batch.max(1));
+    let mut model = StagedDenoiser::original(&f32_graph, ckpt, threads, provider, batch)?;
     let bar = match options.show_progress {
         true => ProgressBar::new(steps as u64),
         false => ProgressBar::hidden(),
