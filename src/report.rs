@@ -1,7 +1,7 @@
 //! What a compile prints: the end-of-run summary (`CompileOutcome`), the BRLL section of it,
 //! the `--plan` report (`PlanOutcome`) with its ranking table, and the human-readable numbers
-//! they use, with what `--verify` judged on. Rendering only: the driver (`compile`) computes
-//! everything shown here.
+//! they use, with where each stage ran and what `--verify` judged on. Rendering only: the driver
+//! (`compile`) computes everything shown here.
 
 use crate::checkpoint::brll_meta::BRLL_KEY;
 use crate::compile::calib_cond::describe;
@@ -10,6 +10,8 @@ use crate::compile::{
 };
 use crate::fit::brll::{HeldOutSource, Ranking, Verification};
 use crate::fit::select::{SelectRule, ranked};
+use crate::runtime::ExecutionProvider;
+use crate::runtime::candle::CandleDevice;
 use crate::train::Entry;
 use std::fmt::{self, Display, Formatter, Write as _};
 
@@ -85,16 +87,25 @@ impl Display for CompileOutcome {
 impl Display for BrllSummary {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let (outcome, tokens) = (&self.outcome, self.tokens);
-        writeln!(
+        let provider = self.calibration.provider;
+        write!(
             f,
             "BRLL: {} blocks replaced ({} calibration samples)",
             outcome.replaced.len(),
             outcome.calibration_samples
         )?;
+        match outcome.replaced.is_empty() {
+            true => writeln!(f)?,
+            false => writeln!(f, ", fitted on {}", onnx_runtime(provider))?,
+        }
         writeln!(f, "{}", self.calibration)?;
         if let Some(ranking) = &outcome.ranking {
             writeln!(f, "  chosen by          {}", ranking.rule.describe())?;
-            writeln!(f, "  ranking cost       {}", ranking_cost(ranking))?;
+            writeln!(
+                f,
+                "  ranking cost       {}",
+                ranking_cost(ranking, provider)
+            )?;
         }
         for b in &outcome.replaced {
             let streams: Vec<String> = b
@@ -136,7 +147,7 @@ impl Display for BrllSummary {
     }
 }
 
-/// The `--verify` lines: the errors and the held-out set they were measured on.
+/// The `--verify` lines: the errors, where they ran, and the held-out set they were measured on.
 fn verification(v: &Verification, when: &str) -> String {
     let set = match &v.held_out {
         HeldOutSource::File(path) => format!("the --verify-inputs file {}", path.display()),
@@ -159,13 +170,29 @@ fn verification(v: &Verification, when: &str) -> String {
         ),
     };
     let errors = format!(
-        "relative L2 error {:.4}, cosine similarity {:.5} ({when}f32)",
-        v.relative_l2, v.cosine,
+        "relative L2 error {:.4}, cosine similarity {:.5} ({when}f32, on {})",
+        v.relative_l2,
+        v.cosine,
+        onnx_runtime(v.provider)
     );
     format!(
         "  verification       {errors}\n  held-out set       {} samples: {set}",
         v.samples
     )
+}
+
+/// Where ONNX Runtime ran a stage.
+fn onnx_runtime(provider: ExecutionProvider) -> String {
+    format!("ONNX Runtime's {provider} execution provider")
+}
+
+/// Where candle ran a stage.
+fn candle_on(device: CandleDevice) -> String {
+    match device {
+        CandleDevice::Cpu => "candle on the CPU".to_owned(),
+        CandleDevice::Cuda(gpu) => format!("candle on CUDA GPU {gpu}"),
+        CandleDevice::Metal(gpu) => format!("candle on Metal GPU {gpu}"),
+    }
 }
 
 /// What sandwich training trained, how far each loss fell, and where the adapters went.
@@ -174,9 +201,10 @@ impl Display for StSummary {
         let (outcome, o) = (&self.outcome, &self.outcome.options);
         writeln!(
             f,
-            "ST: {} sandwiches trained, {} steps each (rank {}, lr {}, batch {}, {} calibration \
-             samples, entry: {})",
+            "ST: {} sandwiches trained on {}, {} steps each (rank {}, lr {}, batch {}, {} \
+             calibration samples, entry: {})",
             outcome.sandwiches.len(),
+            candle_on(outcome.device),
             o.steps,
             o.rank,
             o.lr,
@@ -273,8 +301,8 @@ impl Display for PlanOutcome {
         if let Some(calibration) = &self.calibration {
             writeln!(f, "{calibration}")?;
         }
-        if let Some(ranking) = &self.ranking {
-            f.write_str(&ranking_table(ranking))?;
+        if let (Some(ranking), Some(calibration)) = (&self.ranking, &self.calibration) {
+            f.write_str(&ranking_table(ranking, calibration.provider))?;
         }
         Ok(())
     }
@@ -289,9 +317,11 @@ impl Display for CalibrationRecord {
                 --calib-cond PROMPTS.safetensors to calibrate on the model's own sampling \
                 trajectories from your prompts (or --calib FILE)"
                 .to_string(),
-            CalibrationSource::Trajectories { seconds, .. } => {
-                format!("{} (sampled in {seconds:.1} s)", describe(&self.source))
-            }
+            CalibrationSource::Trajectories { seconds, .. } => format!(
+                "{} (sampled in {seconds:.1} s on {})",
+                describe(&self.source),
+                onnx_runtime(self.provider)
+            ),
             source => describe(source),
         };
         write!(f, "  calibration        {line}")?;
@@ -308,7 +338,7 @@ impl Display for CalibrationRecord {
 
 /// The ranking table of `--plan` with BRLL flags: every block's fit on the original
 /// activations, per stream, and its output effect, in the order `ranking.rule` ranks them.
-fn ranking_table(ranking: &Ranking) -> String {
+fn ranking_table(ranking: &Ranking, provider: ExecutionProvider) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
@@ -350,15 +380,18 @@ fn ranking_table(ranking: &Ranking) -> String {
         "  fit error: pooled over a double block's streams (img, txt: each stream's own); output \
 effect: relative L2 error of the model's output when the block alone is replaced"
     );
-    let _ = writeln!(r, "  ranking cost: {}", ranking_cost(ranking));
+    let _ = writeln!(r, "  ranking cost: {}", ranking_cost(ranking, provider));
     r
 }
 
-/// What ranking cost, in block runs over the calibration set and seconds.
-fn ranking_cost(ranking: &Ranking) -> String {
+/// What ranking cost, in block runs over the calibration set and seconds, and where it ran.
+fn ranking_cost(ranking: &Ranking, provider: ExecutionProvider) -> String {
     let base = format!(
-        "{:.1} s; {} block runs of {} samples",
-        ranking.seconds, ranking.block_runs, ranking.samples
+        "{:.1} s on {}; {} block runs of {} samples",
+        ranking.seconds,
+        onnx_runtime(provider),
+        ranking.block_runs,
+        ranking.samples
     );
     match ranking.rule {
         SelectRule::Output => format!(

@@ -81,6 +81,8 @@ pub struct Verification {
     /// Held-out samples it ran.
     pub samples: usize,
     pub held_out: HeldOutSource,
+    /// The execution provider ONNX Runtime ran both models on (resolved: never `Auto`).
+    pub provider: ExecutionProvider,
 }
 
 pub struct BrllOutcome {
@@ -287,21 +289,23 @@ fn verify_on(
     held_out: &HeldOut,
     calibration: &CalibrationOptions,
 ) -> Result<Verification> {
-    let run = |graph: &Graph| -> Result<Vec<f32>> {
+    let run = |graph: &Graph| -> Result<(Vec<f32>, ExecutionProvider)> {
         let runner = staged_runner(graph, ckpt, calibration)?;
         let mut outputs = runner.run(&held_out.inputs.tensors)?;
-        outputs
+        let latent = outputs
             .remove("latent")
-            .map(|t| t.data)
-            .ok_or_else(|| Error::Internal("the model has no `latent` output".into()))
+            .ok_or_else(|| Error::Internal("the model has no `latent` output".into()))?;
+        Ok((latent.data, runner.backend().provider()))
     };
-    let reference: Vec<f64> = run(original)?.into_iter().map(f64::from).collect();
-    let output = run(pruned)?;
+    let (reference, provider) = run(original)?;
+    let reference: Vec<f64> = reference.into_iter().map(f64::from).collect();
+    let (output, _) = run(pruned)?;
     Ok(Verification {
         relative_l2: relative_l2(&output, &reference),
         cosine: cosine(&output, &reference),
         samples: held_out.inputs.samples,
         held_out: held_out.source.clone(),
+        provider,
     })
 }
 
