@@ -133,7 +133,8 @@ impl Display for BrllSummary {
         let (f0, f1) = self.flops_per_image_token;
         writeln!(
             f,
-            "  FLOPs/image token  {} -> {} ({:.1}% fewer; at {} image, {} text tokens)",
+            "  FLOPs/image token  {} -> {} ({:.1}% fewer; at the calibration set's {} image, {} \
+             text tokens)",
             human(f0),
             human(f1),
             100.0 * (1.0 - f1 / f0),

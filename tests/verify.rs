@@ -1,8 +1,8 @@
 //! `--verify` judges on held-out samples of the calibration's own source: with `--calib-cond`,
 //! the trajectories' inputs at steps not recorded for calibration (checked by content against
 //! the golden FLUX.1 schedule), with synthetic calibration another seed, with `--calib FILE`
-//! only `--verify-inputs` (refused otherwise). The summary states that set and the device
-//! every stage ran on.
+//! only `--verify-inputs` (refused otherwise). The summary states that set, the device every
+//! stage ran on, and FLOPs at the calibration set's own token counts.
 
 mod support;
 
@@ -11,6 +11,8 @@ use fastflux::fit::brll::{
     BrllOptions, HeldOutSource, Selection, calibration_inputs, held_out_inputs,
 };
 use fastflux::inputs::{InputSet, SyntheticSpec};
+use fastflux::ir::cost::Tokens;
+use fastflux::report::human;
 use fastflux::rng::Rng;
 use fastflux::runtime::ort::cuda_available;
 use fastflux::sample::Grid;
@@ -202,7 +204,7 @@ fn synthetic_verification_draws_other_samples_of_the_same_sizes() {
 
 /// One run that goes through every stage: trajectories, ranking, fitting, `--verify`, ST.
 #[test]
-fn the_summary_says_where_each_stage_ran_and_what_verify_judged_on() {
+fn the_summary_says_where_each_stage_ran_what_verify_judged_on_and_the_set_s_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.onnx");
     let mut flags = vec!["-o", out.to_str().unwrap(), "--prune", "0.2", "--verify"];
@@ -253,6 +255,26 @@ fn the_summary_says_where_each_stage_ran_and_what_verify_judged_on() {
         held_out.len(),
         2,
         "BRLL's and ST's held-out set:\n{summary}"
+    );
+
+    // The set's 8x8 grid and the conditioning file's 8 text tokens, not the synthetic default
+    // (256 and 64) the FLOPs were counted at before.
+    let flops = one("  FLOPs/image token");
+    assert!(
+        flops.contains("at the calibration set's 64 image, 8 text tokens"),
+        "{flops}"
+    );
+    let graph = lift_checkpoint(&{
+        let mut options = CompileOptions::new(toy("flux-bfl.safetensors"));
+        options.axes_dim = Some(vec![4, 6, 6]);
+        options
+    })
+    .unwrap()
+    .graph;
+    let before = graph.flops_per_image_token(Tokens { image: 64, text: 8 });
+    assert!(
+        flops.starts_with(&format!("  FLOPs/image token  {} ->", human(before))),
+        "{flops}"
     );
 }
 

@@ -11,6 +11,7 @@ use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
 use crate::inputs::{InputSet, SyntheticSpec, held_out_seed};
 use crate::ir::Graph;
+use crate::ir::cost::Tokens;
 use crate::metrics::{cosine, relative_l2};
 use crate::passes::brll::apply_fits;
 use crate::passes::retype;
@@ -93,6 +94,8 @@ pub struct BrllOutcome {
     /// `--verify`: the pruned model's output against the original's on held-out inputs.
     pub verification: Option<Verification>,
     pub calibration_samples: usize,
+    /// The calibration set's image and text tokens per sample.
+    pub calibration_tokens: Tokens,
 }
 
 /// Every block's fit on the original model's activations, and what ranking them cost.
@@ -215,6 +218,10 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
         replaced,
         verification,
         calibration_samples: inputs.samples,
+        calibration_tokens: Tokens {
+            image: inputs.image_tokens,
+            text: inputs.text_tokens,
+        },
     })
 }
 
