@@ -121,7 +121,8 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
     /// Where ONNX Runtime runs calibration, trajectory sampling and --verify: its `cuda` or `cpu`
-    /// execution provider, or `auto` (CUDA when the loaded ONNX Runtime has it, else the CPU).
+    /// execution provider, or `auto` (CUDA when the loaded ONNX Runtime has it, else the CPU;
+    /// the summary names the one used).
     /// Sandwich training follows it on candle: `cuda` needs a `--features cuda` build, and
     /// `auto` takes GPU 0 when the build has CUDA.
     #[arg(long, value_name = "auto|cpu|cuda", default_value = "auto")]

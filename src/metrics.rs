@@ -63,6 +63,14 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// `1 sample`, `3 samples`.
+pub fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
 /// `1.50 GiB`, `800.0 MiB`, `12.0 KiB`, `100 B`.
 pub fn human_bytes(n: u64) -> String {
     let n = n as f64;

@@ -1,7 +1,7 @@
 //! What a compile prints: the end-of-run summary (`CompileOutcome`), the BRLL section of it,
 //! the `--plan` report (`PlanOutcome`) with its ranking table, and the human-readable numbers
-//! they use, with what `--verify` judged on. Rendering only: the driver (`compile`) computes
-//! everything shown here.
+//! they use, with where each stage ran and what `--verify` judged on. Rendering only: the driver
+//! (`compile`) computes everything shown here.
 
 use crate::checkpoint::brll_meta::BRLL_KEY;
 use crate::compile::calib_cond::describe;
@@ -9,8 +9,9 @@ use crate::compile::{
     BrllSummary, CalibrationRecord, CalibrationSource, CompileOutcome, PlanOutcome, StSummary,
 };
 use crate::fit::brll::{HeldOutSource, Ranking, Verification};
-use crate::fit::calibrate::MemoryPlan;
 use crate::fit::select::{SelectRule, ranked};
+use crate::runtime::ExecutionProvider;
+use crate::runtime::candle::CandleDevice;
 use crate::train::Entry;
 use std::fmt::{self, Display, Formatter, Write as _};
 
@@ -86,17 +87,26 @@ impl Display for CompileOutcome {
 impl Display for BrllSummary {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let (outcome, tokens) = (&self.outcome, self.tokens);
-        writeln!(
+        let provider = self.calibration.provider;
+        write!(
             f,
             "BRLL: {} blocks replaced ({} calibration samples)",
             outcome.replaced.len(),
             outcome.calibration_samples
         )?;
+        match outcome.replaced.is_empty() {
+            true => writeln!(f)?,
+            false => writeln!(f, ", fitted on {}", onnx_runtime(provider))?,
+        }
         writeln!(f, "{}", self.calibration)?;
-        writeln!(f, "  memory             {}", memory_line(&outcome.memory))?;
+        writeln!(f, "  memory             {}", outcome.memory.describe())?;
         if let Some(ranking) = &outcome.ranking {
             writeln!(f, "  chosen by          {}", ranking.rule.describe())?;
-            writeln!(f, "  ranking cost       {}", ranking_cost(ranking))?;
+            writeln!(
+                f,
+                "  ranking cost       {}",
+                ranking_cost(ranking, provider)
+            )?;
         }
         for b in &outcome.replaced {
             let streams: Vec<String> = b
@@ -124,7 +134,8 @@ impl Display for BrllSummary {
         let (f0, f1) = self.flops_per_image_token;
         writeln!(
             f,
-            "  FLOPs/image token  {} -> {} ({:.1}% fewer; at {} image, {} text tokens)",
+            "  FLOPs/image token  {} -> {} ({:.1}% fewer; at the calibration set's {} image, {} \
+             text tokens)",
             human(f0),
             human(f1),
             100.0 * (1.0 - f1 / f0),
@@ -138,7 +149,7 @@ impl Display for BrllSummary {
     }
 }
 
-/// The `--verify` lines: the errors and the held-out set they were measured on.
+/// The `--verify` lines: the errors, where they ran, and the held-out set they were measured on.
 fn verification(v: &Verification, when: &str) -> String {
     let set = match &v.held_out {
         HeldOutSource::File(path) => format!("the --verify-inputs file {}", path.display()),
@@ -161,13 +172,29 @@ fn verification(v: &Verification, when: &str) -> String {
         ),
     };
     let errors = format!(
-        "relative L2 error {:.4}, cosine similarity {:.5} ({when}f32)",
-        v.relative_l2, v.cosine,
+        "relative L2 error {:.4}, cosine similarity {:.5} ({when}f32, on {})",
+        v.relative_l2,
+        v.cosine,
+        onnx_runtime(v.provider)
     );
     format!(
         "  verification       {errors}\n  held-out set       {} samples: {set}",
         v.samples
     )
+}
+
+/// Where ONNX Runtime ran a stage.
+fn onnx_runtime(provider: ExecutionProvider) -> String {
+    format!("ONNX Runtime's {provider} execution provider")
+}
+
+/// Where candle ran a stage.
+fn candle_on(device: CandleDevice) -> String {
+    match device {
+        CandleDevice::Cpu => "candle on the CPU".to_owned(),
+        CandleDevice::Cuda(gpu) => format!("candle on CUDA GPU {gpu}"),
+        CandleDevice::Metal(gpu) => format!("candle on Metal GPU {gpu}"),
+    }
 }
 
 /// What sandwich training trained, how far each loss fell, and where the adapters went.
@@ -176,9 +203,10 @@ impl Display for StSummary {
         let (outcome, o) = (&self.outcome, &self.outcome.options);
         writeln!(
             f,
-            "ST: {} sandwiches trained, {} steps each (rank {}, lr {}, batch {}, {} calibration \
-             samples, entry: {})",
+            "ST: {} sandwiches trained on {}, {} steps each (rank {}, lr {}, batch {}, {} \
+             calibration samples, entry: {})",
             outcome.sandwiches.len(),
+            candle_on(outcome.device),
             o.steps,
             o.rank,
             o.lr,
@@ -275,8 +303,8 @@ impl Display for PlanOutcome {
         if let Some(calibration) = &self.calibration {
             writeln!(f, "{calibration}")?;
         }
-        if let Some(ranking) = &self.ranking {
-            f.write_str(&ranking_table(ranking))?;
+        if let (Some(ranking), Some(calibration)) = (&self.ranking, &self.calibration) {
+            f.write_str(&ranking_table(ranking, calibration.provider))?;
         }
         Ok(())
     }
@@ -291,9 +319,11 @@ impl Display for CalibrationRecord {
                 --calib-cond PROMPTS.safetensors to calibrate on the model's own sampling \
                 trajectories from your prompts (or --calib FILE)"
                 .to_string(),
-            CalibrationSource::Trajectories { seconds, .. } => {
-                format!("{} (sampled in {seconds:.1} s)", describe(&self.source))
-            }
+            CalibrationSource::Trajectories { seconds, .. } => format!(
+                "{} (sampled in {seconds:.1} s on {})",
+                describe(&self.source),
+                onnx_runtime(self.provider)
+            ),
             source => describe(source),
         };
         write!(f, "  calibration        {line}")?;
@@ -310,7 +340,7 @@ impl Display for CalibrationRecord {
 
 /// The ranking table of `--plan` with BRLL flags: every block's fit on the original
 /// activations, per stream, and its output effect, in the order `ranking.rule` ranks them.
-fn ranking_table(ranking: &Ranking) -> String {
+fn ranking_table(ranking: &Ranking, provider: ExecutionProvider) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
@@ -352,16 +382,19 @@ fn ranking_table(ranking: &Ranking) -> String {
         "  fit error: pooled over a double block's streams (img, txt: each stream's own); output \
 effect: relative L2 error of the model's output when the block alone is replaced"
     );
-    let _ = writeln!(r, "  ranking cost: {}", ranking_cost(ranking));
-    let _ = writeln!(r, "  memory: {}", memory_line(&ranking.memory));
+    let _ = writeln!(r, "  ranking cost: {}", ranking_cost(ranking, provider));
+    let _ = writeln!(r, "  memory: {}", ranking.memory.describe());
     r
 }
 
-/// What ranking cost, in block runs over the calibration set and seconds.
-fn ranking_cost(ranking: &Ranking) -> String {
+/// What ranking cost, in block runs over the calibration set and seconds, and where it ran.
+fn ranking_cost(ranking: &Ranking, provider: ExecutionProvider) -> String {
     let base = format!(
-        "{:.1} s; {} block runs of {} samples",
-        ranking.seconds, ranking.block_runs, ranking.samples
+        "{:.1} s on {}; {} block runs of {} samples",
+        ranking.seconds,
+        onnx_runtime(provider),
+        ranking.block_runs,
+        ranking.samples
     );
     match ranking.rule {
         SelectRule::Output => {
@@ -385,32 +418,7 @@ blocks",
     }
 }
 
-pub use crate::metrics::human_bytes;
-
-/// `1 sample`, `3 samples`.
-fn count(n: usize, noun: &str) -> String {
-    match n {
-        1 => format!("1 {noun}"),
-        n => format!("{n} {noun}s"),
-    }
-}
-
-/// How calibration held its activations: the budget, the samples per stage run, and what one
-/// sample takes.
-fn memory_line(memory: &MemoryPlan) -> String {
-    let over = match memory.over_budget() {
-        true => " — one sample's working set alone exceeds the budget",
-        false => "",
-    };
-    format!(
-        "budget {}: {} per stage run (working set {} a sample{over}); activations between \
-stages spilled to TMPDIR ({} a sample)",
-        memory.budget,
-        count(memory.batch, "sample"),
-        human_bytes(memory.working_bytes),
-        human_bytes(memory.held_bytes)
-    )
-}
+pub use crate::metrics::{count, human_bytes};
 
 pub fn human(n: f64) -> String {
     match n {

@@ -196,7 +196,7 @@ fn a_tight_budget_walks_one_sample_at_a_time_and_keeps_every_effect() {
         memory_budget: MemoryBudget::from_bytes(1),
         ..calibration(1e-6)
     };
-    let plan = MemoryPlan::new(&graph, &set, &options, Some(graph.blocks().len()));
+    let plan = MemoryPlan::new(&graph, &set, options.limits(), Some(graph.blocks().len()));
     let effect = plan.effect.unwrap();
     assert_eq!((plan.batch, effect.group), (1, 1));
     assert_eq!(effect.groups(), set.samples);

@@ -1,7 +1,8 @@
 //! `--verify` judges on held-out samples of the calibration's own source: with `--calib-cond`,
 //! the trajectories' inputs at steps not recorded for calibration (checked by content against
 //! the golden FLUX.1 schedule), with synthetic calibration another seed, with `--calib FILE`
-//! only `--verify-inputs` (refused otherwise). The summary states that set.
+//! only `--verify-inputs` (refused otherwise). The summary states that set, the device every
+//! stage ran on, and FLOPs at the calibration set's own token counts.
 
 mod support;
 
@@ -10,7 +11,10 @@ use fastflux::fit::brll::{
     BrllOptions, HeldOutSource, Selection, calibration_inputs, held_out_inputs,
 };
 use fastflux::inputs::{InputSet, SyntheticSpec};
+use fastflux::ir::cost::Tokens;
+use fastflux::report::human;
 use fastflux::rng::Rng;
+use fastflux::runtime::ort::cuda_available;
 use fastflux::sample::Grid;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -198,23 +202,80 @@ fn synthetic_verification_draws_other_samples_of_the_same_sizes() {
     assert_ne!(hidden(&calibration), hidden(&held_out.inputs));
 }
 
+/// One run that goes through every stage: trajectories, ranking, fitting, `--verify`, ST.
 #[test]
-fn the_summary_states_the_held_out_set() {
+fn the_summary_says_where_each_stage_ran_what_verify_judged_on_and_the_set_s_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.onnx");
-    let mut flags = vec![
-        "-o",
-        out.to_str().unwrap(),
-        "--replace",
-        "double.1",
-        "--verify",
-    ];
+    let mut flags = vec!["-o", out.to_str().unwrap(), "--prune", "0.2", "--verify"];
+    flags.extend(["--st-steps", "2", "--execution-provider", "auto"]);
     let trajectories = trajectory_flags(2);
     flags.extend(trajectories.iter().map(String::as_str));
     let summary = compile_ok(&toy_args(&flags));
-    let held_out = "  held-out set       20 samples: the calibration trajectories' inputs at steps \
-                    not recorded for calibration, 2 per prompt";
-    assert!(summary.contains(held_out), "{summary}");
+
+    // `auto` resolves to CUDA exactly when the loaded ONNX Runtime has it; candle, in a build
+    // without CUDA, to the CPU.
+    let onnx = match cuda_available().unwrap() {
+        true => "ONNX Runtime's CUDA execution provider",
+        false => "ONNX Runtime's CPU execution provider",
+    };
+    let line = |start: &str| -> Vec<&str> {
+        let lines = summary.lines().filter(|l| l.starts_with(start));
+        lines.collect()
+    };
+    let one = |start: &str| -> &str {
+        let found = line(start);
+        assert_eq!(found.len(), 1, "one `{start}` line:\n{summary}");
+        found[0]
+    };
+    assert!(
+        !summary.contains("auto"),
+        "an unresolved provider:\n{summary}"
+    );
+    let sampled = one("  calibration        the original model's own trajectories");
+    assert!(sampled.contains(&format!(" s on {onnx}")), "{sampled}");
+    assert!(one("  ranking cost").contains(onnx), "{summary}");
+    assert!(one("BRLL: 2 blocks replaced").ends_with(&format!("fitted on {onnx}")));
+    let verifications = line("  verification       relative L2 error");
+    assert_eq!(verifications.len(), 2, "BRLL's and ST's:\n{summary}");
+    for v in verifications {
+        assert!(v.contains(onnx), "{v}");
+    }
+    if !candle_core::utils::cuda_is_available() {
+        assert!(
+            one("ST: ").contains("trained on candle on the CPU"),
+            "{summary}"
+        );
+    }
+
+    let held_out = line(
+        "  held-out set       20 samples: the calibration trajectories' inputs at steps not recorded for calibration, 2 per prompt",
+    );
+    assert_eq!(
+        held_out.len(),
+        2,
+        "BRLL's and ST's held-out set:\n{summary}"
+    );
+
+    // The set's 8x8 grid and the conditioning file's 8 text tokens, not the synthetic default
+    // (256 and 64) the FLOPs were counted at before.
+    let flops = one("  FLOPs/image token");
+    assert!(
+        flops.contains("at the calibration set's 64 image, 8 text tokens"),
+        "{flops}"
+    );
+    let graph = lift_checkpoint(&{
+        let mut options = CompileOptions::new(toy("flux-bfl.safetensors"));
+        options.axes_dim = Some(vec![4, 6, 6]);
+        options
+    })
+    .unwrap()
+    .graph;
+    let before = graph.flops_per_image_token(Tokens { image: 64, text: 8 });
+    assert!(
+        flops.starts_with(&format!("  FLOPs/image token  {} ->", human(before))),
+        "{flops}"
+    );
 }
 
 #[test]

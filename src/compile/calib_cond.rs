@@ -3,8 +3,8 @@
 //! prompt of a conditioning file from seeded noise; the inputs it sees at steps spread over each
 //! trajectory (`sample::trajectories`) become the calibration set, and with `--verify` the inputs
 //! at steps it did not record become the held-out set. Also `--calib-save` (the set, whatever
-//! its source, written in the `--calib` format) and the record of where the set came from,
-//! which the summary states.
+//! its source, written in the `--calib` format) and the record of where the set came from and
+//! which execution provider calibration runs on, which the summary states.
 
 use super::guard;
 use crate::checkpoint::FluxCheckpoint;
@@ -16,6 +16,7 @@ use crate::inputs::{Conditioning, Signature};
 use crate::ir::Graph;
 use crate::ir::cost::Tokens;
 use crate::passes::retype;
+use crate::runtime::ExecutionProvider;
 use crate::runtime::staged::{self, plan_stages};
 use crate::sample::euler::resolve_guidance;
 use crate::sample::trajectories::{Recording, record};
@@ -68,12 +69,15 @@ pub enum CalibrationSource {
     },
 }
 
-/// What calibration was fed, and what `--calib-save` wrote.
+/// What calibration was fed, where it ran, and what `--calib-save` wrote.
 #[derive(Clone, Debug)]
 pub struct CalibrationRecord {
     pub source: CalibrationSource,
     /// `--calib-save`: the path and the number of samples written.
     pub saved: Option<(PathBuf, usize)>,
+    /// The ONNX Runtime execution provider that trajectory sampling, ranking and fitting run
+    /// on: `--execution-provider` resolved (never `Auto`).
+    pub provider: ExecutionProvider,
 }
 
 /// Makes the calibration set of `brll` for `graph` (the lifted base model, no rewrite, no LoRA)
@@ -88,6 +92,11 @@ pub fn prepare(
     save: Option<&PathBuf>,
 ) -> Result<(BrllOptions, CalibrationRecord)> {
     let mut brll = brll.clone();
+    // Every ONNX Runtime session resolves `--execution-provider` with this same `resolve` (it
+    // asks the loaded library whether it has CUDA, and a CUDA session that cannot register
+    // fails instead of falling back), so this is the provider they run on. The options keep the
+    // request: sandwich training's candle resolves it on its own (its CUDA is a build feature).
+    let provider = brll.calibration.provider.resolve()?;
     refuse_calibration_file_alone(&brll)?;
     if let Some(path) = save {
         guard::refuse_to_overwrite_inputs(ckpt, path)?;
@@ -140,7 +149,12 @@ pub fn prepare(
         }
         None => None,
     };
-    Ok((brll, CalibrationRecord { source, saved }))
+    let record = CalibrationRecord {
+        source,
+        saved,
+        provider,
+    };
+    Ok((brll, record))
 }
 
 /// Samples every prompt with the original model and records the inputs along the way, and with

@@ -95,6 +95,7 @@ pub struct BrllSummary {
     pub parameters: (usize, usize),
     /// FLOPs per image token before and after, at `tokens`.
     pub flops_per_image_token: (f64, f64),
+    /// The calibration set's token counts per sample.
     pub tokens: Tokens,
     /// What the fits were calibrated on, and what `--calib-save` wrote.
     pub calibration: CalibrationRecord,
@@ -105,13 +106,9 @@ impl BrllSummary {
         original: &Graph,
         pruned: &Graph,
         outcome: BrllOutcome,
-        options: &BrllOptions,
         calibration: CalibrationRecord,
     ) -> Self {
-        let tokens = Tokens {
-            image: options.synthetic.image_tokens,
-            text: options.synthetic.text_tokens,
-        };
+        let tokens = outcome.calibration_tokens;
         Self {
             outcome,
             parameters: (original.parameters(), pruned.parameters()),
@@ -289,7 +286,7 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
                 )?),
                 None => None,
             };
-            let summary = BrllSummary::new(&original, &compiled.graph, outcome, &brll, calibration);
+            let summary = BrllSummary::new(&original, &compiled.graph, outcome, calibration);
             (Some(summary), st)
         }
         None => (None, None),

@@ -12,6 +12,7 @@ use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
 use crate::inputs::{InputSet, SyntheticSpec, held_out_seed};
 use crate::ir::Graph;
+use crate::ir::cost::Tokens;
 use crate::metrics::{cosine, relative_l2};
 use crate::passes::brll::apply_fits;
 use crate::passes::retype;
@@ -82,6 +83,8 @@ pub struct Verification {
     /// Held-out samples it ran.
     pub samples: usize,
     pub held_out: HeldOutSource,
+    /// The execution provider ONNX Runtime ran both models on (resolved: never `Auto`).
+    pub provider: ExecutionProvider,
 }
 
 pub struct BrllOutcome {
@@ -94,6 +97,8 @@ pub struct BrllOutcome {
     pub calibration_samples: usize,
     /// How the sequential fit held its activations.
     pub memory: MemoryPlan,
+    /// The calibration set's image and text tokens per sample.
+    pub calibration_tokens: Tokens,
 }
 
 /// Every block's fit on the original model's activations, and what ranking them cost.
@@ -154,7 +159,7 @@ fn rank_calibrated(
     let memory = MemoryPlan::new(
         graph,
         inputs,
-        &options.calibration,
+        options.calibration.limits(),
         measure.then_some(blocks.len()),
     );
     let (extra_block_runs, extra_other_runs) = if measure {
@@ -222,7 +227,11 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
         replaced,
         verification,
         calibration_samples: inputs.samples,
-        memory: MemoryPlan::new(&calib_graph, &inputs, &options.calibration, None),
+        memory: MemoryPlan::new(&calib_graph, &inputs, options.calibration.limits(), None),
+        calibration_tokens: Tokens {
+            image: inputs.image_tokens,
+            text: inputs.text_tokens,
+        },
     })
 }
 
@@ -297,21 +306,23 @@ fn verify_on(
     held_out: &HeldOut,
     calibration: &CalibrationOptions,
 ) -> Result<Verification> {
-    let run = |graph: &Graph| -> Result<Vec<f32>> {
+    let run = |graph: &Graph| -> Result<(Vec<f32>, ExecutionProvider)> {
         let runner = staged_runner(graph, ckpt, calibration, &held_out.inputs)?;
         let mut outputs = runner.run(&held_out.inputs.tensors)?;
-        outputs
+        let latent = outputs
             .remove("latent")
-            .map(|t| t.data)
-            .ok_or_else(|| Error::Internal("the model has no `latent` output".into()))
+            .ok_or_else(|| Error::Internal("the model has no `latent` output".into()))?;
+        Ok((latent.data, runner.backend().provider()))
     };
-    let reference: Vec<f64> = run(original)?.into_iter().map(f64::from).collect();
-    let output = run(pruned)?;
+    let (reference, provider) = run(original)?;
+    let reference: Vec<f64> = reference.into_iter().map(f64::from).collect();
+    let (output, _) = run(pruned)?;
     Ok(Verification {
         relative_l2: relative_l2(&output, &reference),
         cosine: cosine(&output, &reference),
         samples: held_out.inputs.samples,
         held_out: held_out.source.clone(),
+        provider,
     })
 }
 

@@ -8,8 +8,9 @@
 //! stage run's chunk (`--calib-batch`, fewer where the memory budget says so), however many
 //! samples and blocks there are.
 
-use super::effect::{self, EffectPlan};
+use super::effect;
 use super::lstsq::NormalEquations;
+pub use super::memory::{Limits, MemoryPlan};
 use crate::checkpoint::FluxCheckpoint;
 use crate::error::{Error, Result};
 use crate::inputs::InputSet;
@@ -17,7 +18,7 @@ use crate::ir::{BlockId, Graph, Op, Stream, Value};
 use crate::metrics::cosine;
 use crate::passes::brll::{BlockFit, StreamFit};
 use crate::runtime::spill::SpilledEnv;
-use crate::runtime::staged::{self, Activations, StagedRunner, plan_stages};
+use crate::runtime::staged::{Activations, StagedRunner};
 use crate::runtime::{ExecutionProvider, MemoryBudget, OrtBackend};
 use crate::tensor::Tensor;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -49,6 +50,17 @@ pub struct CalibrationOptions {
     pub effect_samples: usize,
     /// `--memory-budget`: bounds the samples per stage run and the output effect's groups.
     pub memory_budget: MemoryBudget,
+}
+
+impl CalibrationOptions {
+    /// What the memory plan reads of these options.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            budget: self.memory_budget,
+            batch: self.batch,
+            effect_samples: self.effect_samples,
+        }
+    }
 }
 
 /// What calibration learned about one block.
@@ -128,7 +140,7 @@ fn calibrate(
     pass: Pass,
 ) -> Result<Vec<BlockReport>> {
     let effect_over = (pass == Pass::RankWithEffect).then_some(fit_blocks.len());
-    let memory = MemoryPlan::new(graph, inputs, options, effect_over);
+    let memory = MemoryPlan::new(graph, inputs, options.limits(), effect_over);
     let runner = staged_runner(graph, ckpt, options, inputs)?;
     let n = inputs.samples;
     let bar = progress_bar(options, runner.chunks(n), "calibrating");
@@ -199,64 +211,6 @@ fn calibrate(
     Ok(reports)
 }
 
-/// How a calibration walk holds its activations under the memory budget.
-#[derive(Copy, Clone, Debug)]
-pub struct MemoryPlan {
-    pub budget: MemoryBudget,
-    /// One sample's activations held between stages at the widest point, and its working set
-    /// while the largest stage runs (inputs, intermediates, attention scores), in f32 bytes.
-    pub held_bytes: u64,
-    pub working_bytes: u64,
-    /// Samples per stage run: `--calib-batch`, fewer where that many samples' working sets
-    /// would exceed the budget.
-    pub batch: usize,
-    /// The output effect's samples and groups, when it is measured over `variants` blocks.
-    pub effect: Option<EffectPlan>,
-}
-
-impl MemoryPlan {
-    /// The plan for walking `graph` over `inputs`; `variants`: the number of blocks whose
-    /// output effect is measured, if it is.
-    pub fn new(
-        graph: &Graph,
-        inputs: &InputSet,
-        options: &CalibrationOptions,
-        variants: Option<usize>,
-    ) -> Self {
-        let (stages, tokens) = (plan_stages(graph), inputs.tokens());
-        let (held_bytes, working_bytes) = (
-            staged::held_bytes(graph, &stages, tokens),
-            staged::working_bytes(graph, &stages, tokens),
-        );
-        let budget = options.memory_budget;
-        let effect = variants.map(|k| {
-            let samples = match options.effect_samples {
-                0 => inputs.samples,
-                m => m.min(inputs.samples),
-            };
-            // The group's activations with a copy per variant: its scratch files.
-            let per_sample = held_bytes * (k as u64 + 1);
-            EffectPlan {
-                samples,
-                group: budget.samples(per_sample, samples.max(1)),
-            }
-        });
-        Self {
-            budget,
-            held_bytes,
-            working_bytes,
-            batch: budget.samples(working_bytes, options.batch.max(1)),
-            effect,
-        }
-    }
-
-    /// Whether a single sample's working set is larger than the budget (the walk then runs one
-    /// sample at a time and holds more than the budget).
-    pub fn over_budget(&self) -> bool {
-        self.budget.exceeded_by(self.working_bytes)
-    }
-}
-
 fn progress_bar(options: &CalibrationOptions, total: u64, what: &str) -> ProgressBar {
     let bar = match options.show_progress {
         true => ProgressBar::new(total),
@@ -280,7 +234,7 @@ pub(crate) fn staged_runner<'a>(
     inputs: &InputSet,
 ) -> Result<StagedRunner<'a>> {
     let backend = OrtBackend::new(options.threads, options.provider)?;
-    let batch = MemoryPlan::new(graph, inputs, options, None).batch;
+    let batch = MemoryPlan::new(graph, inputs, options.limits(), None).batch;
     Ok(StagedRunner::with_backend(graph, ckpt, backend, batch))
 }
 

@@ -6,4 +6,5 @@ pub mod brll;
 pub mod calibrate;
 pub mod effect;
 pub mod lstsq;
+pub mod memory;
 pub mod select;

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::fit::calibrate::{CalibrationOptions, staged_runner};
 use crate::inputs::InputSet;
 use crate::ir::{BlockId, Graph, Op, WeightData};
-use crate::runtime::candle::{self, LoraShape, Trainables};
+use crate::runtime::candle::{self, CandleDevice, LoraShape, Trainables};
 use data::Walk;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -113,6 +113,8 @@ pub struct StOutcome {
     pub fitted: Vec<(String, Arc<Vec<f32>>)>,
     pub samples: usize,
     pub options: StOptions,
+    /// Where candle trained: `--execution-provider` as candle resolved it.
+    pub device: CandleDevice,
 }
 
 /// Trains every sandwich of `pruned`, the f32 model BRLL rewrote, against `original`, the f32
@@ -145,6 +147,7 @@ pub fn run(
         fitted: Vec::new(),
         samples: inputs.samples,
         options: options.clone(),
+        device: CandleDevice::of(&device),
     };
     for (k, sandwich) in plan.iter().enumerate() {
         let data = walk.sandwich(sandwich)?;

@@ -17,7 +17,7 @@ pub use trainables::{LoraShape, LoraValues, Param, ParamKind, Trainables};
 
 use crate::error::{Error, Result};
 use crate::runtime::ExecutionProvider;
-use candle_core::Device;
+use candle_core::{Device, DeviceLocation};
 
 /// The candle device for `provider`, the `--execution-provider` that ONNX Runtime's sessions
 /// also follow: `cuda` needs a build with the `cuda` feature and a GPU; `auto` takes GPU 0
@@ -38,6 +38,27 @@ pub fn device(provider: ExecutionProvider) -> Result<Device> {
     device.map_err(|e| candle_error("opening the CUDA device for candle", e))
 }
 
+/// Where candle computes, as a summary states it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CandleDevice {
+    Cpu,
+    /// A CUDA GPU, by ordinal.
+    Cuda(usize),
+    /// An Apple GPU (not built by fastflux, but a location candle has).
+    Metal(usize),
+}
+
+impl CandleDevice {
+    /// Where `device` is.
+    pub fn of(device: &Device) -> Self {
+        match device.location() {
+            DeviceLocation::Cpu => Self::Cpu,
+            DeviceLocation::Cuda { gpu_id } => Self::Cuda(gpu_id),
+            DeviceLocation::Metal { gpu_id } => Self::Metal(gpu_id),
+        }
+    }
+}
+
 /// A candle failure, with what was being done when it happened.
 pub(crate) fn candle_error(context: impl std::fmt::Display, err: candle_core::Error) -> Error {
     Error::Candle(format!("{context}: {err}"))
@@ -50,6 +71,8 @@ mod tests {
     #[test]
     fn cpu_is_the_cpu_and_auto_falls_back_to_it_without_cuda() {
         assert!(device(ExecutionProvider::Cpu).unwrap().is_cpu());
+        let cpu = CandleDevice::of(&device(ExecutionProvider::Cpu).unwrap());
+        assert_eq!(cpu, CandleDevice::Cpu);
         if !candle_core::utils::cuda_is_available() {
             assert!(device(ExecutionProvider::Auto).unwrap().is_cpu());
             let err = device(ExecutionProvider::Cuda).unwrap_err().to_string();
