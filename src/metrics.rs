@@ -15,6 +15,12 @@ pub fn relative_l2<B: Copy + Into<f64>>(a: &[f32], b: &[B]) -> f64 {
         diff += (f64::from(x) - y).powi(2);
         norm += y * y;
     }
+    relative_l2_of_sums(diff, norm)
+}
+
+/// The relative L2 error from its two sums, `Σ(a − b)²` and `Σb²`, accumulated elsewhere (over
+/// chunks of samples, say). 0 when they agree exactly; infinite for a zero reference.
+pub fn relative_l2_of_sums(diff: f64, norm: f64) -> f64 {
     match (diff == 0.0, norm == 0.0) {
         (true, _) => 0.0,
         (false, true) => f64::INFINITY,

@@ -228,10 +228,7 @@ pub fn run(ckpt: &FluxCheckpoint, graph: &mut Graph, options: &BrllOptions) -> R
         verification,
         calibration_samples: inputs.samples,
         memory: MemoryPlan::new(&calib_graph, &inputs, options.calibration.limits(), None),
-        calibration_tokens: Tokens {
-            image: inputs.image_tokens,
-            text: inputs.text_tokens,
-        },
+        calibration_tokens: inputs.tokens(),
     })
 }
 

@@ -284,9 +284,9 @@ fn fit_stream(
     chunk: usize,
     options: &CalibrationOptions,
 ) -> Result<StreamStats> {
-    let width = graph_width(env, stream)?;
+    let width = row_width(env, stream.input)?;
     let cond_width = match options.kind {
-        FitKind::Conditioned => env.read(condition, Some(0..1))?.data.len(),
+        FitKind::Conditioned => row_width(env, condition)?,
         FitKind::Plain => 0,
     };
     let mut equations = NormalEquations::new(width, cond_width, width);
@@ -327,14 +327,13 @@ fn fit_stream(
     })
 }
 
-/// The width of a stream's activations (their last axis).
-fn graph_width(env: &SpilledEnv, stream: &Stream) -> Result<usize> {
-    let first = env.read(stream.input, Some(0..1))?;
-    first
-        .shape
+/// The width of `v`'s rows (its last axis), read off its shape without reading a row.
+fn row_width(env: &SpilledEnv, v: Value) -> Result<usize> {
+    let shape = env.read(v, Some(0..0))?.shape;
+    shape
         .last()
         .copied()
-        .ok_or_else(|| Error::Internal(format!("stream {} has a scalar input", stream.name)))
+        .ok_or_else(|| Error::Internal(format!("`{v:?}` has no axes")))
 }
 
 /// The fitted node's output `x + x Wᵀ + b (+ c Uᵀ)` for every sample, as ONNX Runtime would

@@ -18,10 +18,11 @@
 
 use crate::error::{Error, Result};
 use crate::inputs::InputSet;
-use crate::ir::{BlockId, Dim, Graph, Value};
+use crate::ir::{BlockId, Graph, Value};
+use crate::metrics::relative_l2_of_sums;
 use crate::passes::brll::BlockFit;
 use crate::runtime::spill::SpilledEnv;
-use crate::runtime::staged::{Activations, Stage, StagedRunner};
+use crate::runtime::staged::{Activations, Stage, StagedRunner, batched};
 use crate::tensor::Tensor;
 
 /// How the effect samples are walked: `samples` of them, `group` at a time.
@@ -61,7 +62,6 @@ pub fn measure(
         .first()
         .ok_or_else(|| Error::Internal("the model has no output".into()))?;
     let mut sums = vec![(0.0f64, 0.0f64); fits.len()];
-    let mut order: Vec<BlockId> = Vec::new();
     for rows in plan.ranges() {
         let group = inputs.slice(rows.start, rows.end);
         let mut env = SpilledEnv::default();
@@ -78,30 +78,20 @@ pub fn measure(
             }
             runner.release(k, &mut env);
         }
+        if variants.len() != fits.len() {
+            return Err(Error::Internal(format!(
+                "{} of {} fitted blocks were met walking the model",
+                variants.len(),
+                fits.len()
+            )));
+        }
         accumulate(&env, *latent, group.samples, &variants, fits, &mut sums)?;
-        order = variants;
-    }
-    if order.len() != fits.len() {
-        return Err(Error::Internal(format!(
-            "{} of {} fitted blocks were met walking the model",
-            order.len(),
-            fits.len()
-        )));
     }
     Ok(fits
         .iter()
         .zip(&sums)
-        .map(|(f, &(diff, norm))| (f.block, relative(diff, norm)))
+        .map(|(f, &(diff, norm))| (f.block, relative_l2_of_sums(diff, norm)))
         .collect())
-}
-
-/// `‖variant − original‖ / ‖original‖` from the accumulated squares (as `metrics::relative_l2`).
-fn relative(diff: f64, norm: f64) -> f64 {
-    match (diff == 0.0, norm == 0.0) {
-        (true, _) => 0.0,
-        (false, true) => f64::INFINITY,
-        (false, false) => (diff / norm).sqrt(),
-    }
 }
 
 /// Appends a variant of the group's `m` original samples to every batched value of `env`: a copy
@@ -126,18 +116,19 @@ fn add_variant(
             .iter()
             .zip(&fit.streams)
             .find(|(s, _)| s.output == v);
+        // No rows: the output's name (the runner feeds stages by it) and row shape.
+        let template = env.read(v, Some(0..0))?;
         for start in (0..m).step_by(chunk) {
             let rows = start..(start + chunk).min(m);
             let copy = match stream {
                 None => env.read(v, Some(rows))?,
                 Some((s, f)) => {
-                    // Keeps the output's name: the runner feeds stages by it.
-                    let output = env.read(v, Some(rows.clone()))?;
                     let x = env.read(s.input, Some(rows.clone()))?;
                     let cond = env.read(io.condition, Some(rows))?;
                     Tensor {
+                        name: template.name.clone(),
                         data: predict(&x, &cond, f),
-                        ..output
+                        shape: x.shape,
                     }
                 }
             };
@@ -172,11 +163,6 @@ fn accumulate(
         }
     }
     Ok(())
-}
-
-/// Whether `v` carries one row per sample (the runner stacks samples on the batch axis `B`).
-pub fn batched(graph: &Graph, v: Value) -> bool {
-    graph.ty(v).shape.first() == Some(&Dim::sym("B"))
 }
 
 /// What measuring the output effect of every block in `fit_blocks` costs on top of the ranking

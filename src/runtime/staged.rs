@@ -64,12 +64,7 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
         batch: usize,
     ) -> Self {
         let stages = plan_stages(graph);
-        let mut last_use = HashMap::new();
-        for (k, stage) in stages.iter().enumerate() {
-            for &v in &stage.inputs {
-                last_use.insert(v, k);
-            }
-        }
+        let last_use = last_uses(&stages);
         Self {
             graph,
             weights,
@@ -215,7 +210,7 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
 
     /// Whether `v` holds one row per sample (RoPE tables are shared by all).
     pub fn batched(&self, v: Value) -> bool {
-        self.graph.ty(v).shape.first() == Some(&Dim::sym("B"))
+        batched(self.graph, v)
     }
 
     fn samples(&self, env: &impl Activations, external: &[Value]) -> Result<usize> {
@@ -283,13 +278,7 @@ pub fn plan_stages(graph: &Graph) -> Vec<Stage> {
 /// Bytes of one sample's activations held between `stages` at the widest point of a walk (a
 /// stage's inputs still held while its outputs are appended), at `tokens`.
 pub fn held_bytes(graph: &Graph, stages: &[Stage], tokens: Tokens) -> u64 {
-    let mut last_use = HashMap::new();
-    for (k, stage) in stages.iter().enumerate() {
-        for &v in &stage.inputs {
-            last_use.insert(v, k);
-        }
-    }
-    let batched = |v: &Value| graph.ty(*v).shape.first() == Some(&Dim::sym("B"));
+    let last_use = last_uses(stages);
     let outputs: Vec<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
     let mut held: Vec<Value> = (graph.graph.node_indices())
         .filter(|&n| matches!(graph.node(n).op, Op::Input { .. }))
@@ -300,7 +289,7 @@ pub fn held_bytes(graph: &Graph, stages: &[Stage], tokens: Tokens) -> u64 {
         held.extend(stage.outputs.iter().copied());
         let bytes = held
             .iter()
-            .filter(|v| batched(v))
+            .filter(|&&v| batched(graph, v))
             .map(|&v| graph.sample_bytes(v, tokens))
             .sum();
         widest = widest.max(bytes);
@@ -324,4 +313,21 @@ pub fn working_bytes(graph: &Graph, stages: &[Stage], tokens: Tokens) -> u64 {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Whether `v` carries one row per sample: the runner stacks samples on the batch axis `B`
+/// (RoPE tables are shared by all).
+pub fn batched(graph: &Graph, v: Value) -> bool {
+    graph.ty(v).shape.first() == Some(&Dim::sym("B"))
+}
+
+/// The last stage that reads each value.
+fn last_uses(stages: &[Stage]) -> HashMap<Value, usize> {
+    let mut last_use = HashMap::new();
+    for (k, stage) in stages.iter().enumerate() {
+        for &v in &stage.inputs {
+            last_use.insert(v, k);
+        }
+    }
+    last_use
 }
