@@ -11,20 +11,7 @@ use fastflux::rng::Rng;
 use fastflux::sample::Schedule;
 use fastflux::sample::trajectories::recorded_steps;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
-use std::path::PathBuf;
 use support::*;
-
-fn toy(file: &str) -> PathBuf {
-    shared().join("toy/digits").join(file)
-}
-
-fn toy_args(extra: &[&str]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![toy("flux-bfl.safetensors").into()];
-    args.extend(["--axes-dim", "4,6,6", "-q", "--threads", "1"].map(OsString::from));
-    args.extend(extra.iter().map(OsString::from));
-    args
-}
 
 /// The ranking table of a `--plan` report.
 /// The ranking table, without its cost line (which states the seconds it took).

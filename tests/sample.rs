@@ -24,14 +24,10 @@ use fastflux::sample::{
 use fastflux::tensor::{Tensor, read_f32_tensors};
 use indicatif::ProgressBar;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use support::*;
-
-pub fn toy(file: &str) -> PathBuf {
-    shared().join("toy/digits").join(file)
-}
 
 /// The toy compiled to ONNX in f32, once per test binary.
 pub fn toy_onnx() -> &'static Path {

@@ -17,20 +17,7 @@ use fastflux::rng::Rng;
 use fastflux::runtime::ort::cuda_available;
 use fastflux::sample::Grid;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
-use std::path::PathBuf;
 use support::*;
-
-fn toy(file: &str) -> PathBuf {
-    shared().join("toy/digits").join(file)
-}
-
-fn toy_args(extra: &[&str]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![toy("flux-bfl.safetensors").into()];
-    args.extend(["--axes-dim", "4,6,6", "-q", "--threads", "1"].map(OsString::from));
-    args.extend(extra.iter().map(OsString::from));
-    args
-}
 
 /// 4-step trajectories of the toy's 10 prompts on an 8x8 grid, `per_prompt` inputs recorded
 /// per prompt, seed 7.
