@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::ir::BlockId;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
+use std::path::Path;
 
 /// The file name diffusers and optimum look for beside a model's weights.
 pub const CONFIG_FILE: &str = "config.json";
@@ -24,28 +25,30 @@ pub const CONFIG_FILE: &str = "config.json";
 /// diffusers' class for a FLUX.1 transformer.
 const CLASS_NAME: &str = "FluxTransformer2DModel";
 
-/// The config's JSON text: `source` (the input's `config.json`, if any) with the architecture
-/// keys set from `config`, keys sorted and indented as diffusers' `save_config` writes them.
+/// The config's JSON text: `source` (the `config.json` of the checkpoint at `origin`, if any)
+/// with the architecture keys set from `config`, keys sorted and indented as diffusers'
+/// `save_config` writes them.
 pub fn render(
     config: &FluxConfig,
     source: Option<&Value>,
+    origin: &Path,
     replaced: &BTreeSet<BlockId>,
 ) -> Result<String> {
     let mut out = match source {
         None => Map::new(),
         Some(Value::Object(map)) => map.clone(),
         Some(other) => {
-            return Err(Error::Usage(format!(
-                "the checkpoint's config.json is not a JSON object but {other}"
-            )));
+            let what = format!("its {CONFIG_FILE} is not a JSON object but {other}");
+            return Err(Error::file(origin, what));
         }
     };
     if let Some(class) = out.get("_class_name").and_then(Value::as_str)
         && class != CLASS_NAME
     {
-        return Err(Error::Usage(format!(
-            "the checkpoint's config.json names `_class_name` {class}; fastflux compiles {CLASS_NAME}"
-        )));
+        let what = format!(
+            "its {CONFIG_FILE} names `_class_name` {class}; fastflux compiles {CLASS_NAME}"
+        );
+        return Err(Error::file(origin, what));
     }
     for (key, value) in architecture(config) {
         // diffusers writes `out_channels: null` for "as many as in_channels": kept as written.

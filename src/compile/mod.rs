@@ -229,6 +229,7 @@ fn export_rewritten(
     let config = diffusers_config::render(
         &compiled.ckpt.config,
         compiled.ckpt.checkpoint.config_json.as_ref(),
+        compiled.ckpt.origin(),
         &compiled.graph.replaced_blocks(),
     )?;
     let export = ExportOptions {
