@@ -101,25 +101,28 @@ fn cuda_execution_provider_places_every_node() {
         ]);
         assert_placed_on_cuda(&pruned, &format!("{dtype} export with BRLL"));
     }
-    // Collapsed runs of plain fits (one Linear per stream) in f16, with the f16 clamps.
-    let collapsed = dir.path().join("collapsed-f16.onnx");
-    compile_ok(&[
-        ckpt.to_str().unwrap(),
-        "-o",
-        collapsed.to_str().unwrap(),
-        "--dtype",
-        "f16",
-        "--replace",
-        "double.0,double.1,single.1-3",
-        "--calib-samples",
-        "2",
-        "--calib-image-tokens",
-        "16",
-        "--calib-text-tokens",
-        "8",
-        "-q",
-    ]);
-    assert_placed_on_cuda(&collapsed, "collapsed f16 export");
+    // Collapsed runs of plain fits (one fitted node per stream, the shortcut kept apart) in f16,
+    // with the f16 clamps, and in bf16.
+    for dtype in ["f16", "bf16"] {
+        let collapsed = dir.path().join(format!("collapsed-{dtype}.onnx"));
+        compile_ok(&[
+            ckpt.to_str().unwrap(),
+            "-o",
+            collapsed.to_str().unwrap(),
+            "--dtype",
+            dtype,
+            "--replace",
+            "double.0,double.1,single.1-3",
+            "--calib-samples",
+            "2",
+            "--calib-image-tokens",
+            "16",
+            "--calib-text-tokens",
+            "8",
+            "-q",
+        ]);
+        assert_placed_on_cuda(&collapsed, &format!("collapsed {dtype} export"));
+    }
 }
 
 #[test]

@@ -84,6 +84,7 @@ fn f16_export_clamps_where_the_residual_stream_overflows() {
         target: Target::Cuda,
         show_progress: false,
         metadata: vec![],
+        beside: vec![],
     };
     export(&compiled.graph, &compiled.ckpt, &unclamped, &export_options).unwrap();
     let overflowed = count_non_finite(&run_golden(&unclamped));

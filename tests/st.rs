@@ -150,7 +150,7 @@ fn unsaved_adapters_leave_nothing_beside_the_model() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, ["m.onnx", "m.onnx.data"]);
+    assert_eq!(left, ["config.json", "m.onnx", "m.onnx.data"]);
 }
 
 #[test]

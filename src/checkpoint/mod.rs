@@ -5,6 +5,7 @@
 pub mod brll_meta;
 pub mod config;
 pub mod config_builder;
+pub mod diffusers_config;
 pub mod lora;
 pub mod model;
 pub mod naming;

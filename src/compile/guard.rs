@@ -1,18 +1,22 @@
-//! The checks that protect the user's files before anything is written: no output may be one
-//! of the checkpoint's files, and the emitted checkpoint may not be the ONNX output.
+//! The checks that protect the user's files before anything is written: no output (nor the
+//! `config.json` written beside it) may be one of the checkpoint's files, and the emitted checkpoint may not be the ONNX output.
 
 use crate::checkpoint::FluxCheckpoint;
+use crate::checkpoint::diffusers_config::CONFIG_FILE;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// The output (or its data file) must not be one of the checkpoint's files.
+/// The output (or its data file, or the `config.json` beside it) must not be one of the
+/// checkpoint's files.
 pub(super) fn refuse_to_overwrite_inputs(ckpt: &FluxCheckpoint, output: &Path) -> Result<()> {
     let data = PathBuf::from(format!("{}.data", output.display()));
+    let config = output.with_file_name(CONFIG_FILE);
     let inputs: Vec<PathBuf> = std::iter::once(ckpt.origin().to_owned())
         .chain(ckpt.checkpoint.files().iter().map(|f| f.path().to_owned()))
+        .chain(input_config(ckpt))
         .filter_map(|p| p.canonicalize().ok())
         .collect();
-    for target in [output, data.as_path()] {
+    for target in [output, data.as_path(), config.as_path()] {
         let Some(resolved) = resolve(target) else {
             continue;
         };
@@ -25,6 +29,19 @@ pub(super) fn refuse_to_overwrite_inputs(ckpt: &FluxCheckpoint, output: &Path) -
         }
     }
     Ok(())
+}
+
+/// The `config.json` of a diffusers folder checkpoint: in the origin (the transformer folder,
+/// also when a pipeline folder was given), or beside it when the origin is the index file.
+fn input_config(ckpt: &FluxCheckpoint) -> Option<PathBuf> {
+    ckpt.checkpoint.config_json.as_ref()?;
+    let origin = ckpt.origin();
+    let folder = if origin.is_dir() {
+        origin
+    } else {
+        origin.parent()?
+    };
+    Some(folder.join(CONFIG_FILE))
 }
 
 /// `--emit-safetensors` must name neither the ONNX output nor its data file.

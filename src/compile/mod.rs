@@ -15,6 +15,7 @@ pub use plan::{PlanOutcome, parameters_by_part, plan};
 pub use st::{StSummary, train_sandwiches};
 
 use crate::checkpoint::FluxCheckpoint;
+use crate::checkpoint::diffusers_config;
 use crate::checkpoint::lora::LoraSpec;
 use crate::dtype::DType;
 use crate::emit::{self, Emitted};
@@ -187,7 +188,8 @@ pub struct ExportRewrites {
     pub f16_clamps: usize,
 }
 
-/// Lowers the graph for `options.target` and writes `output` and `output.data`.
+/// Lowers the graph for `options.target` and writes `output`, `output.data` and diffusers'
+/// `config.json` beside them.
 pub fn export(
     compiled: &Compiled,
     output: &Path,
@@ -224,10 +226,17 @@ fn export_rewritten(
     if !loras.is_empty() {
         metadata.push(("fastflux.lora".to_owned(), loras.join(" ")));
     }
+    let config = diffusers_config::render(
+        &compiled.ckpt.config,
+        compiled.ckpt.checkpoint.config_json.as_ref(),
+        compiled.ckpt.origin(),
+        &compiled.graph.replaced_blocks(),
+    )?;
     let export = ExportOptions {
         target: options.target,
         show_progress: options.show_progress,
         metadata,
+        beside: vec![(diffusers_config::CONFIG_FILE.to_owned(), config)],
     };
     // Export-time rewrites, on a copy: the IR that calibration and `--verify` ran stays as it is.
     let mut graph = compiled.graph.clone();

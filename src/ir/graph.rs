@@ -325,4 +325,13 @@ impl Graph {
     pub fn blocks(&self) -> BTreeSet<BlockId> {
         self.graph.node_weights().filter_map(|n| n.block).collect()
     }
+
+    /// The blocks BRLL replaced: those holding a fitted node.
+    pub fn replaced_blocks(&self) -> BTreeSet<BlockId> {
+        self.graph
+            .node_weights()
+            .filter(|n| matches!(n.op, Op::LinearResidual { .. }))
+            .filter_map(|n| n.block)
+            .collect()
+    }
 }

@@ -32,6 +32,8 @@ pub struct ExportOptions {
     pub show_progress: bool,
     /// Recorded in the model's metadata, e.g. the configuration and the command line.
     pub metadata: Vec<(String, String)>,
+    /// Small text files written in the model's folder and put in place with it: (name, text).
+    pub beside: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -42,7 +44,7 @@ pub struct ExportSummary {
     pub onnx_nodes: usize,
 }
 
-/// Lowers `graph` and writes `path` plus `path.data`, atomically, reading the weights' bytes
+/// Lowers `graph` and writes `path` plus `path.data` and `options.beside`, atomically, reading the weights' bytes
 /// from `store` (the checkpoint the graph was lifted from).
 pub fn export(
     graph: &Graph,
@@ -52,7 +54,15 @@ pub fn export(
 ) -> Result<ExportSummary> {
     let lower::Lowered { builder, weights } = lower::lower(graph, options.target)?;
     let weights: Vec<&Weight> = weights.iter().collect();
-    let pending = writer::PendingOutput::new(path)?;
+    let beside: Vec<&str> = options
+        .beside
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let pending = writer::PendingOutput::new(path, &beside)?;
+    for (i, (_, text)) in options.beside.iter().enumerate() {
+        pending.write_beside(i, text)?;
+    }
     let location = pending.data_location();
     let (initializers, weight_bytes) = writer::write_weights(
         store,

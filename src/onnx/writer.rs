@@ -2,8 +2,9 @@
 //! large tensors start at 64 KiB boundaries (so ONNX Runtime can map them), then the small
 //! `.onnx` protobuf that points into it. A weight whose stored bytes are already in the export
 //! type is copied from the checkpoint file to the data file by the kernel (`copy_file_range`),
-//! never mapped in; the rest goes through a buffer. Both are `io::AtomicFile`s, renamed into place only
-//! when both are complete: a failed export leaves nothing behind.
+//! never mapped in; the rest goes through a buffer. Both, and the small files written beside
+//! them (`config.json`), are `io::AtomicFile`s, renamed into place only when all are complete:
+//! a failed export leaves nothing behind.
 
 use super::proto::{StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
 use crate::error::{Error, Result};
@@ -22,14 +23,17 @@ use std::path::{Path, PathBuf};
 const ALIGN_THRESHOLD: usize = 1 << 20;
 const ALIGNMENT: u64 = 64 << 10;
 
-/// The model and its data file, each an `AtomicFile` until both are complete.
+/// The model, its data file and the small files that go beside it (`config.json`), each an
+/// `AtomicFile` until all are complete.
 pub struct PendingOutput {
     model: AtomicFile,
     data: AtomicFile,
+    beside: Vec<AtomicFile>,
 }
 
 impl PendingOutput {
-    pub fn new(model: &Path) -> Result<Self> {
+    /// `beside` are the names of the small files written in the model's folder.
+    pub fn new(model: &Path, beside: &[&str]) -> Result<Self> {
         let file_name = model.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
             Error::Usage(format!("output path {} has no file name", model.display()))
         })?;
@@ -38,9 +42,13 @@ impl PendingOutput {
             _ => Path::new("."),
         };
         let data = dir.join(format!("{file_name}.data"));
+        let beside: Vec<PathBuf> = beside.iter().map(|name| dir.join(name)).collect();
         // Checked before anything is written: a rename onto a folder fails, and when it is the
         // model's that fails, the data file has already been renamed into place.
-        for target in [model, data.as_path()] {
+        for target in [model, data.as_path()]
+            .into_iter()
+            .chain(beside.iter().map(|p| p.as_path()))
+        {
             if target.is_dir() {
                 return Err(Error::file(
                     target,
@@ -51,6 +59,10 @@ impl PendingOutput {
         Ok(Self {
             model: AtomicFile::new(model)?,
             data: AtomicFile::new(&data)?,
+            beside: beside
+                .iter()
+                .map(|p| AtomicFile::new(p))
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -71,14 +83,26 @@ impl PendingOutput {
         self.model.write_all(bytes)
     }
 
-    /// Renames both files into place, data first so the model never points at a missing file.
+    /// Writes the `i`-th file of `beside` (to its temporary name).
+    pub fn write_beside(&self, i: usize, text: &str) -> Result<()> {
+        self.beside[i].write_all(text.as_bytes())
+    }
+
+    /// Renames every file into place, the model last so that it never points at a missing file
+    /// or lacks what goes beside it.
     pub fn commit(self) -> Result<()> {
-        let data = self.data.path().to_owned();
-        self.data.commit()?;
-        if let Err(e) = self.model.commit() {
-            // Without its model the data file just put in place is half an output.
-            let _ = std::fs::remove_file(&data);
-            return Err(e);
+        let mut placed = Vec::new();
+        let rest = std::iter::once(self.data).chain(self.beside);
+        for file in rest.chain(std::iter::once(self.model)) {
+            let path = file.path().to_owned();
+            if let Err(e) = file.commit() {
+                // Without its model the files just put in place are half an output.
+                for done in &placed {
+                    let _ = std::fs::remove_file(done);
+                }
+                return Err(e);
+            }
+            placed.push(path);
         }
         Ok(())
     }

@@ -128,7 +128,7 @@ pub fn run(
     options: &StOptions,
 ) -> Result<StOutcome> {
     let order: Vec<BlockId> = original.blocks().into_iter().collect();
-    let replaced = replaced_blocks(pruned);
+    let replaced = pruned.replaced_blocks();
     check(pruned, &replaced, inputs, options)?;
     let plan = sandwiches(&order, &replaced);
     let device = candle::device(calibration.provider)?;
@@ -159,16 +159,6 @@ pub fn run(
         outcome.sandwiches.push(trained.report);
     }
     Ok(outcome)
-}
-
-/// The blocks BRLL replaced: those holding a fitted node.
-fn replaced_blocks(graph: &Graph) -> BTreeSet<BlockId> {
-    graph
-        .graph
-        .node_weights()
-        .filter(|n| matches!(n.op, Op::LinearResidual { .. }))
-        .filter_map(|n| n.block)
-        .collect()
 }
 
 /// Refuses what cannot train, before any stage runs.

@@ -1,5 +1,6 @@
 //! Defective diffusers folders: a tensor missing from shard and index, an index that promises
-//! what its shard lacks, wrong shapes under diffusers names, a shard missing on disk.
+//! what its shard lacks, wrong shapes under diffusers names, a shard missing on disk, a
+//! `config.json` of another class.
 
 use super::scratch::*;
 use crate::support::*;
@@ -94,4 +95,28 @@ fn diffusers_shard_missing_on_disk() {
         assert_refused(&out, &[&file_name(&shard), "No such file"]);
         s.assert_nothing_written();
     }
+}
+
+/// A `config.json` for another diffusers class: the config written beside the export would
+/// claim a FLUX.1 transformer under that class's name, so the folder is refused.
+#[test]
+fn diffusers_config_of_another_class() {
+    let s = Scratch::new();
+    let folder = s.diffusers_copy();
+    let path = folder.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["_class_name"] = "SD3Transformer2DModel".into();
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+
+    let out = s.compile(&folder);
+    assert_refused(
+        &out,
+        &[
+            "config.json",
+            "SD3Transformer2DModel",
+            "FluxTransformer2DModel",
+        ],
+    );
+    s.assert_nothing_written();
 }

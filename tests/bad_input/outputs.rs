@@ -1,5 +1,6 @@
-//! Bad output paths: an output (or its data file) that is an input file, an output folder that
-//! does not exist, is a file or is not writable, an output path that is a folder.
+//! Bad output paths: an output (or its data file, or the `config.json` beside it) that is an
+//! input file, an output folder that does not exist, is a file or is not writable, an output
+//! path (or the config's) that is a folder.
 
 use super::scratch::*;
 use crate::support::*;
@@ -153,7 +154,8 @@ fn output_folder_not_writable() {
         return;
     }
     let out = s.compile(&ckpt);
-    assert_refused(&out, &["out/model.onnx.data"]);
+    // The first file written names the folder: `config.json`, before the weights are streamed.
+    assert_refused(&out, &["out/config.json"]);
     assert!(
         out.stderr.contains("denied") || out.stderr.contains("not permitted"),
         "the error does not give the reason:\n{}",
@@ -162,4 +164,33 @@ fn output_folder_not_writable() {
     s.assert_nothing_written();
     drop(immutable);
     std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// An export writes `config.json` beside the model: into a diffusers folder that is the input,
+/// it would replace the folder's own.
+#[test]
+fn output_beside_the_input_config_is_refused() {
+    let s = Scratch::new();
+    let folder = s.diffusers_copy();
+    let config = folder.join("config.json");
+    let before = bytes_of(&config);
+    let files_before = listing(&folder);
+    let out = s.compile_to(&folder, &folder.join("fast.onnx"));
+    assert_refused(&out, &["config.json", "would overwrite the input"]);
+    assert!(
+        bytes_of(&config) == before,
+        "the input's config.json changed"
+    );
+    assert_eq!(listing(&folder), files_before);
+}
+
+/// A folder where `config.json` goes stops the export before anything is written.
+#[test]
+fn config_path_that_is_a_folder() {
+    let s = Scratch::new();
+    let ckpt = s.bfl_variant("m.safetensors", |_| {});
+    std::fs::create_dir(s.out_dir().join("config.json")).unwrap();
+    let out = s.compile(&ckpt);
+    assert_refused(&out, &["config.json", "folder"]);
+    assert_eq!(listing(&s.out_dir()), ["config.json".to_owned()].into());
 }

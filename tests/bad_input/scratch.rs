@@ -107,7 +107,7 @@ pub fn drop_columns(tensors: &mut [StoredTensor], name: &str, columns: usize) {
 }
 
 /// The unedited golden model, written the way every variant below is, compiles and writes
-/// exactly the model and its data file: so each refusal below is caused by its defect alone,
+/// exactly the model, its data file and its config: so each refusal below is caused by its defect alone,
 /// and `assert_nothing_written` would see the files if a refused run had written them.
 #[test]
 fn control_the_unedited_variant_compiles() {
@@ -117,6 +117,8 @@ fn control_the_unedited_variant_compiles() {
     assert!(out.success, "{}", out.stderr);
     assert_eq!(
         listing(&s.out_dir()),
-        ["model.onnx", "model.onnx.data"].map(String::from).into()
+        ["config.json", "model.onnx", "model.onnx.data"]
+            .map(String::from)
+            .into()
     );
 }

@@ -65,15 +65,15 @@ pub fn compile_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
 }
 
 /// Runs `fastflux-compile`, asserting that it refused ([`assert_refused`]) and left nothing
-/// named after `output` (the model, its data file, their temporary names) in `output`'s folder;
-/// returns stderr.
+/// named after `output` (the model, its data file, their temporary names), nor the
+/// `config.json` written beside it, in `output`'s folder; returns stderr.
 pub fn compile_err<S: AsRef<OsStr> + Debug>(args: &[S], output: &Path) -> String {
     let out = compile(args);
     assert_refused(&out, &[]);
     let name = file_name(output);
     let left: Vec<String> = listing(output.parent().unwrap())
         .into_iter()
-        .filter(|n| n.contains(&name))
+        .filter(|n| n.contains(&name) || n.contains("config.json"))
         .collect();
     assert!(left.is_empty(), "{args:?} left behind: {left:?}");
     out.stderr
