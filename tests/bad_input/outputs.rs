@@ -1,5 +1,6 @@
 //! Bad output paths: an output (or its data file) that is an input file, an output folder that
-//! does not exist, is a file or is not writable, an output path that is a folder.
+//! does not exist, is a file or is not writable, an output path that is a folder; and a stdout
+//! whose reader has gone.
 
 use super::scratch::*;
 use crate::support::*;
@@ -171,4 +172,72 @@ fn output_folder_not_writable() {
     assert_eq!(listing(&folder), before, "something was written");
     drop(immutable);
     std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs `binary` with its stdout a pipe whose reader has already gone, as `… | head -1` leaves
+/// it once head has its line.
+fn run_with_closed_stdout<S: AsRef<std::ffi::OsStr>>(binary: &str, args: &[S]) -> Outcome {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    Outcome {
+        success: out.status.success(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A reader that stops early is no error: both binaries finish their work (the model and the
+/// latents are written) and exit 0, without a panic over the broken pipe.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let s = Scratch::new();
+    let (ckpt, model) = (s.bfl_variant("m.safetensors", |_| {}), s.output());
+    let compile_args = [
+        ckpt.as_os_str(),
+        "-o".as_ref(),
+        model.as_os_str(),
+        "--axes-dim".as_ref(),
+        TINY_AXES.as_ref(),
+        "-q".as_ref(),
+    ];
+    let out = run_with_closed_stdout(env!("CARGO_BIN_EXE_fastflux-compile"), &compile_args);
+    assert!(
+        out.success && !out.stderr.contains("panicked"),
+        "{}",
+        out.stderr
+    );
+    assert!(model.is_file(), "no model written");
+
+    let (latents, cond) = (s.path("x.safetensors"), toy("prompts.safetensors"));
+    let checkpoint = toy("flux-bfl.safetensors");
+    let sample_args = [
+        checkpoint.as_os_str(),
+        "--cond".as_ref(),
+        cond.as_os_str(),
+        "--steps".as_ref(),
+        "1".as_ref(),
+        "--size".as_ref(),
+        "8x8".as_ref(),
+        "-o".as_ref(),
+        latents.as_os_str(),
+        "--axes-dim".as_ref(),
+        "4,6,6".as_ref(),
+        "-q".as_ref(),
+        "--threads".as_ref(),
+        "1".as_ref(),
+    ];
+    let out = run_with_closed_stdout(env!("CARGO_BIN_EXE_fastflux-sample"), &sample_args);
+    assert!(
+        out.success && !out.stderr.contains("panicked"),
+        "{}",
+        out.stderr
+    );
+    assert!(latents.is_file(), "no latents written");
 }
