@@ -111,9 +111,14 @@ fn the_ort_backend_on_auto_runs_what_the_cpu_runs() {
     }
     match (&auto, &cuda) {
         (Ok(auto), Ok(cuda)) => {
-            assert_eq!(auto, cuda, "Auto with the CUDA provider is CUDA");
-            let error = relative_l2(&cuda.data, &reference);
-            assert!(error < 1e-4, "CUDA: relative L2 {error:.2e} from diffusers");
+            // CUDA's reductions need not repeat to the bit: both runs agree with diffusers.
+            for (what, run) in [("Auto", auto), ("Cuda", cuda)] {
+                let error = relative_l2(&run.data, &reference);
+                assert!(
+                    error < 1e-4,
+                    "{what}: relative L2 {error:.2e} from diffusers"
+                );
+            }
         }
         _ => {
             refused_for_cuda(&auto, "Auto where CUDA is built in but cannot run");
