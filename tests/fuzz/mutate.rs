@@ -178,6 +178,12 @@ fn replace_token(
     while end < region && class(out[end]) {
         end += 1;
     }
-    let token = rng.pick(tokens).as_bytes().to_vec();
+    let mut token = rng.pick(tokens).as_bytes().to_vec();
+    // Half the time a shorter token is padded with spaces (JSON whitespace) to the old length,
+    // so that the header keeps its length and the data offsets stay where they were: the
+    // reader then gets to the checks of shapes, types and offsets against each other.
+    if token.len() < end - start && rng.below(2) == 0 {
+        token.resize(end - start, b' ');
+    }
     out.splice(start..end, token);
 }
