@@ -27,11 +27,15 @@ impl Models {
     }
 }
 
+/// The tiny models' RoPE axes (head width 16).
+const TINY_AXES: Option<[usize; 3]> = Some([4, 6, 6]);
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Reader {
-    /// `FluxCheckpoint::open`, then the lift (which checks every shape) and a touch of every
-    /// tensor's bytes (which checks the data offsets).
-    Checkpoint,
+    /// `FluxCheckpoint::open` with these RoPE axes (`None`: the default, for a head width of
+    /// 128), then the lift (which checks every shape) and a touch of every tensor's bytes
+    /// (which checks the data offsets).
+    Checkpoint(Option<[usize; 3]>),
     /// `LoraFile::open` against tiny-dev's modules (reads every pair it resolves).
     Lora,
     /// `InputSet::load` (`--calib`, `--verify-inputs`) against tiny-dev or the toy.
@@ -39,6 +43,19 @@ pub enum Reader {
     CalibToy,
     /// `Conditioning::load` (`--calib-cond`, `fastflux-sample --cond`) against the toy.
     Cond,
+}
+
+impl Reader {
+    /// The reader's name in a saved mutant's file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Checkpoint(_) => "Checkpoint",
+            Self::Lora => "Lora",
+            Self::CalibTiny => "CalibTiny",
+            Self::CalibToy => "CalibToy",
+            Self::Cond => "Cond",
+        }
+    }
 }
 
 /// One seed: the file mutated, and how the reader is pointed at it.
@@ -59,20 +76,23 @@ pub fn seeds() -> Vec<Seed> {
     };
     let diffusers = golden("diffusers");
     let in_folder = |name: &str| Seed {
-        reader: Reader::Checkpoint,
+        reader: Reader::Checkpoint(TINY_AXES),
         file: diffusers.join(name),
         folder: Some(diffusers.clone()),
     };
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
     vec![
-        file(Reader::Checkpoint, golden("flux-bfl.safetensors")),
         file(
-            Reader::Checkpoint,
+            Reader::Checkpoint(TINY_AXES),
+            golden("flux-bfl.safetensors"),
+        ),
+        file(
+            Reader::Checkpoint(None),
             fixtures.join("flux-mini-dev.safetensors"),
         ),
-        file(Reader::Checkpoint, toy("flux-bfl.safetensors")),
+        file(Reader::Checkpoint(TINY_AXES), toy("flux-bfl.safetensors")),
         file(
-            Reader::Checkpoint,
+            Reader::Checkpoint(TINY_AXES),
             shared().join("golden/flux2-tiny/flux2-bfl.safetensors"),
         ),
         in_folder("config.json"),
@@ -93,8 +113,8 @@ pub fn seeds() -> Vec<Seed> {
 /// Reads `path` as `reader` does; an `Err` is a refusal, which is what bad input should get.
 pub fn read(reader: Reader, path: &Path, models: &Models) -> Result<(), fastflux::Error> {
     match reader {
-        Reader::Checkpoint => {
-            let ckpt = FluxCheckpoint::open(path, Some(vec![4, 6, 6]))?;
+        Reader::Checkpoint(axes) => {
+            let ckpt = FluxCheckpoint::open(path, axes.map(Vec::from))?;
             lift(&ckpt, LiftOptions { dtype: DType::F32 })?;
             let mut touched = 0u64;
             for key in ckpt.checkpoint.keys() {
