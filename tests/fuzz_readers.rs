@@ -136,7 +136,7 @@ fn findings_dir() -> PathBuf {
 
 fn file_label(reader: Reader, seed: &Seed, label: &str) -> String {
     let name = seed.file.file_name().unwrap().to_string_lossy();
-    format!("{reader:?}@{name}@{label}.bin")
+    format!("{}@{name}@{label}.bin", reader.name())
 }
 
 /// What a reader made of one mutant.
@@ -289,7 +289,7 @@ fn fuzzed_readers_refuse_without_panicking() {
     );
     for (seed, accepted) in seeds.iter().zip(&accepted) {
         let name = seed.file.file_name().unwrap().to_string_lossy();
-        eprintln!("  {:?} {name}: {accepted} accepted", seed.reader);
+        eprintln!("  {} {name}: {accepted} accepted", seed.reader.name());
     }
     let report: Vec<String> = findings
         .iter()
