@@ -8,6 +8,7 @@
 //! `io` holds the file readers and writers, `runtime` runs the result, `sample` samples it.
 
 pub mod checkpoint;
+pub mod cli;
 pub mod compile;
 pub mod dtype;
 pub mod emit;

@@ -296,17 +296,13 @@ fn main() -> ExitCode {
     let brll = brll_options(&cli);
     let calib_cond = match trajectories(&cli) {
         Ok(spec) => spec,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fastflux::cli::fail(e),
     };
     if brll.is_none() && (calib_cond.is_some() || cli.calib_save.is_some()) {
-        eprintln!(
-            "error: --calib-cond and --calib-save calibrate BRLL fits: pass --prune or --replace \
-             (or --plan to see the ranking)"
+        return fastflux::cli::fail(
+            "--calib-cond and --calib-save calibrate BRLL fits: pass --prune or --replace \
+             (or --plan to see the ranking)",
         );
-        return ExitCode::FAILURE;
     }
     let st = st_options(&cli);
     let options = CompileOptions {
@@ -334,14 +330,5 @@ fn main() -> ExitCode {
     } else {
         compile::compile(&options).map(|outcome| outcome.to_string())
     };
-    match result {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    fastflux::cli::finish(result)
 }

@@ -6,10 +6,13 @@
 mod support;
 
 use fastflux::checkpoint::FluxCheckpoint;
+use fastflux::compile::{CompileOptions, prepare};
 use fastflux::inputs::{InputSet, SyntheticSpec};
+use fastflux::metrics::relative_l2;
 use fastflux::rng::Rng;
-use fastflux::sample::Schedule;
+use fastflux::runtime::staged::StagedRunner;
 use fastflux::sample::trajectories::recorded_steps;
+use fastflux::tensor::Tensor;
 use std::collections::{BTreeMap, BTreeSet};
 use support::*;
 
@@ -19,6 +22,79 @@ fn ranking(stdout: &str) -> String {
     let table = &stdout[stdout.find("BRLL ranking").expect("a ranking table")..];
     let rows = table.lines().filter(|l| !l.starts_with("  ranking cost"));
     rows.collect::<Vec<_>>().join("\n")
+}
+
+/// `steps` sigmas of an unshifted schedule and the final 0: `np.linspace(1, 1/steps, steps)` in
+/// f64, cast to f32 (the toy has no guidance embedding, so it samples like schnell).
+fn unshifted_sigmas(steps: usize) -> Vec<f32> {
+    let last = (steps - 1).max(1) as f64;
+    let linspace = (0..steps).map(|k| (1.0 + (1.0 / steps as f64 - 1.0) * k as f64 / last) as f32);
+    linspace.chain([0.0]).collect()
+}
+
+/// The toy checkpoint's own Euler trajectories for the ten prompts, written out here rather than
+/// taken from the sampler under test: `x_0` the seeded noise of each prompt row, then
+/// `x_{k+1} = x_k + (σ_{k+1} − σ_k)·v(x_k, σ_k)` with `v` the f32 model run stage by stage. The
+/// conditioning (text, pooled vector, ids) is the recorded set's own, which the caller checks
+/// against the prompts file. Returns `x_k` for every step `k`, prompts stacked.
+fn original_trajectories(
+    set: &InputSet,
+    per_prompt: usize,
+    sigmas: &[f32],
+    seed: u64,
+) -> Vec<Vec<f32>> {
+    let options = CompileOptions {
+        dtype: Some(fastflux::dtype::DType::F32),
+        axes_dim: Some(vec![4, 6, 6]),
+        ..CompileOptions::new(toy("flux-bfl.safetensors"))
+    };
+    let compiled = prepare(&options).unwrap();
+    let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 10);
+    // Row `p · per_prompt` is prompt p's first recorded input: its conditioning rows.
+    let conditioning: Vec<Tensor> = set
+        .tensors
+        .iter()
+        .map(|t| match t.shape.first() == Some(&set.samples) {
+            false => t.clone(),
+            true => {
+                let row = t.data.len() / set.samples;
+                let data = (0..10)
+                    .flat_map(|p| &t.data[p * per_prompt * row..(p * per_prompt + 1) * row])
+                    .copied()
+                    .collect();
+                let mut shape = t.shape.clone();
+                shape[0] = 10;
+                Tensor {
+                    name: t.name.clone(),
+                    shape,
+                    data,
+                }
+            }
+        })
+        .collect();
+    let per = 64 * 4;
+    let mut x: Vec<f32> = (0..10)
+        .flat_map(|p| {
+            let mut rng = Rng::new(seed, p as u64);
+            (0..per).map(move |_| rng.normal() as f32)
+        })
+        .collect();
+    let mut trajectory = vec![x.clone()];
+    for k in 0..sigmas.len() - 2 {
+        let mut inputs = conditioning.clone();
+        for t in &mut inputs {
+            match t.name.as_str() {
+                "hidden_states" => t.data.clone_from(&x),
+                "timestep" => t.data.fill(sigmas[k]),
+                _ => {}
+            }
+        }
+        let v = runner.run(&inputs).unwrap().remove("latent").unwrap().data;
+        let dt = sigmas[k + 1] - sigmas[k];
+        x.iter_mut().zip(&v).for_each(|(x, v)| *x += dt * v);
+        trajectory.push(x.clone());
+    }
+    trajectory
 }
 
 #[test]
@@ -54,7 +130,7 @@ fn recorded_set_round_trips_through_calib_save() {
         (set.samples, set.image_tokens, set.text_tokens),
         (20, 64, 8)
     );
-    let sigmas = Schedule::Schnell.sigmas(steps, 64);
+    let sigmas = unshifted_sigmas(steps);
     let timestep = &set.get("timestep").unwrap().data;
     let hidden = &set.get("hidden_states").unwrap().data;
     let text = &set.get("encoder_hidden_states").unwrap().data;
@@ -78,6 +154,20 @@ fn recorded_set_round_trips_through_calib_save() {
                 let noise: Vec<f32> = (0..per).map(|_| rng.normal() as f32).collect();
                 assert_eq!(&hidden[s * per..(s + 1) * per], &noise[..], "sample {s}");
             }
+        }
+    }
+    // Every recorded input lies on the original model's own trajectory from that noise (a
+    // sampler that ran a pruned model, or skipped a step, would leave it).
+    let trajectories = original_trajectories(&set, per_prompt, &sigmas, seed);
+    for p in 0..10 {
+        for (j, &k) in recorded_steps(steps, per_prompt, p, 10).iter().enumerate() {
+            let s = p * per_prompt + j;
+            let want = &trajectories[k][p * per..(p + 1) * per];
+            let error = relative_l2(&hidden[s * per..(s + 1) * per], want);
+            assert!(
+                error < 1e-5,
+                "sample {s} (prompt {p}, step {k}): relative L2 {error:.2e} from the original model's trajectory"
+            );
         }
     }
     // Reloaded with --calib, the set gives the same fits.

@@ -152,18 +152,50 @@ fn forward_is_deterministic_and_an_untrained_adapter_changes_nothing() {
         "B = 0 must give exactly the frozen forward"
     );
 
-    // With B non-zero the output moves: the adapters are on the path.
-    for p in adapted.params() {
-        if p.name.ends_with(".lora_up") {
-            let ones = p.var.ones_like().unwrap().affine(0.05, 0.0).unwrap();
-            p.var.set(&ones).unwrap();
+    // Each adapter's B made non-zero on its own moves the output: every adapter is on the path
+    // (one that is not would leave its run equal to the frozen one), and so is the trained bias.
+    let set_to = |p: &fastflux::runtime::candle::Param, value: f64| {
+        let filled = p.var.ones_like().unwrap().affine(value, 0.0).unwrap();
+        p.var.set(&filled).unwrap();
+    };
+    let ups: Vec<_> = adapted
+        .params()
+        .iter()
+        .filter(|p| p.name.ends_with(".lora_up"))
+        .collect();
+    assert_eq!(ups.len(), 4);
+    for chosen in &ups {
+        for p in &ups {
+            set_to(p, if p.name == chosen.name { 0.05 } else { 0.0 });
         }
+        let moved = values(&adapted.forward(&inputs).unwrap()[0]);
+        let error = relative_l2(&moved, &first);
+        assert!(
+            error > 1e-4,
+            "`{}` alone moves the output by only {error:.2e}",
+            chosen.name
+        );
     }
+    for p in &ups {
+        set_to(p, 0.0);
+    }
+    let bias = adapted
+        .params()
+        .iter()
+        .find(|p| p.name == "single_blocks.2.linear2.bias")
+        .unwrap();
+    let frozen_bias = bias.var.as_tensor().copy().unwrap();
+    bias.var.set(&(&frozen_bias + 0.05).unwrap()).unwrap();
     let moved = values(&adapted.forward(&inputs).unwrap()[0]);
+    let error = relative_l2(&moved, &first);
     assert!(
-        relative_l2(&moved, &first) > 1e-4,
-        "the adapters change the output"
+        error > 1e-4,
+        "the trained bias moves the output by only {error:.2e}"
     );
+    bias.var.set(&frozen_bias).unwrap();
+    for p in &ups {
+        set_to(p, 0.05);
+    }
     let lora = adapted.lora_values().unwrap();
     assert_eq!(lora.len(), 4);
     assert!(lora.iter().all(|l| l.up.iter().all(|&v| v == 0.05f32)));

@@ -276,6 +276,26 @@ fn fastflux_sample_writes_latents_and_a_png() {
         latents[0].data.iter().all(|v| v.abs() < 1.6),
         "latents stay in the image range"
     );
+    // Each sample has a digit's contrast, not a flat image of the right mean: its pixels spread
+    // about as much as a held-out digit's do, and no two of the ten samples are alike.
+    let spread = |v: &[f32]| {
+        let m = average(v);
+        (v.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / v.len() as f32).sqrt()
+    };
+    let pixels = 64 * 4;
+    let digit_spread = average(&images.chunks(pixels).map(spread).collect::<Vec<_>>());
+    let samples: Vec<&[f32]> = latents[0].data.chunks(pixels).collect();
+    for (i, sample) in samples.iter().enumerate() {
+        let ratio = spread(sample) / digit_spread;
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "sample {i}: pixel spread {ratio:.2}x a held-out digit's"
+        );
+        for (j, other) in samples[..i].iter().enumerate() {
+            let distance = relative_l2(sample, other);
+            assert!(distance > 0.1, "samples {j} and {i} alike ({distance:.2e})");
+        }
+    }
     // The checkpoint itself, run stage by stage, samples the same latents.
     let staged_out = dir.path().join("staged.safetensors");
     let checkpoint = toy("flux-bfl.safetensors");

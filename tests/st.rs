@@ -1,7 +1,8 @@
 //! Sandwich training end to end through `fastflux-compile`: zero steps change nothing, training
 //! lowers the exit loss, the trained model is reproducible, and its adapters, saved as a LoRA
 //! file and folded into the emitted checkpoint with `--lora`, give the same ONNX model byte for
-//! byte. Training that raises the loss is undone. Bad flags are refused with a clear error.
+//! byte. Training that raises the loss is undone. Bad flags are refused with a clear error. The
+//! same inputs compiled in two folders give the same bytes.
 
 mod support;
 
@@ -183,4 +184,75 @@ fn refuses_what_cannot_train() {
         err.contains("8 samples") && err.contains("--st-batch 9"),
         "{err}"
     );
+}
+
+/// The exported model names its folded LoRA files by name and content, and sandwich training's
+/// adapters like one (saved) or by their options (unsaved), never by a path: the same inputs,
+/// copied into two different folders and compiled there, give the same bytes.
+#[test]
+fn the_same_inputs_compile_to_the_same_bytes_in_any_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    // The golden kohya LoRA without its adapters of double.1, which BRLL replaces.
+    let mut kohya = Lora::read("lora-kohya.safetensors");
+    kohya
+        .tensors
+        .retain(|key, _| !key.starts_with("lora_unet_double_blocks_1_"));
+    let mut models = Vec::new();
+    for folder in ["first", "second/deeper"] {
+        let here = dir.path().join(folder);
+        std::fs::create_dir_all(&here).unwrap();
+        std::fs::copy(
+            golden("flux-bfl.safetensors"),
+            here.join("flux-bfl.safetensors"),
+        )
+        .unwrap();
+        kohya.write(&here, "lora-kohya.safetensors");
+        let (model, lora, adapters) = (
+            here.join("m.onnx"),
+            here.join("lora-kohya.safetensors"),
+            here.join("st.safetensors"),
+        );
+        let saved = [
+            "--st-steps",
+            "3",
+            "--st-batch",
+            "4",
+            "--st-save",
+            adapters.to_str().unwrap(),
+            "--lora",
+            lora.to_str().unwrap(),
+        ];
+        let mut command = args(&model, &saved);
+        command[0] = here.join("flux-bfl.safetensors").into();
+        compile_ok(&command);
+        let text = String::from_utf8_lossy(&bytes(&model)).into_owned();
+        assert!(
+            text.contains("lora-kohya.safetensors@sha256:")
+                && text.contains("st.safetensors@sha256:"),
+            "the metadata does not name the LoRA files by content"
+        );
+        assert!(
+            !text.contains(dir.path().to_str().unwrap()),
+            "the model records a path"
+        );
+        // Unsaved adapters: labelled by the training options.
+        let unsaved = here.join("unsaved.onnx");
+        let mut command = args(&unsaved, &["--st-steps", "3", "--st-batch", "4"]);
+        command[0] = here.join("flux-bfl.safetensors").into();
+        compile_ok(&command);
+        let text = String::from_utf8_lossy(&bytes(&unsaved)).into_owned();
+        assert!(
+            text.contains(
+                "sandwich-training(steps=3,rank=16,lr=0.001,batch=4,entry=pruned,seed=0):1"
+            ),
+            "the metadata does not name the training by its options"
+        );
+        models.push((model, unsaved));
+    }
+    assert_same_model(
+        &models[0].0,
+        &models[1].0,
+        "--lora and --st-save, two folders",
+    );
+    assert_same_model(&models[0].1, &models[1].1, "unsaved ST, two folders");
 }

@@ -57,30 +57,73 @@ fn a_run_with_spilled_activations_matches_the_in_memory_run() {
     assert!(relative_l2(&spilled.data, &reference) < 1e-5);
 }
 
+/// `Auto` resolves to CUDA exactly when the loaded ONNX Runtime ships the CUDA provider (told
+/// by its files, not by asking it); `Cpu` and `Cuda` resolve to themselves.
+#[test]
+fn auto_is_cuda_exactly_when_onnx_runtime_ships_it() {
+    use fastflux::runtime::{ExecutionProvider, ort::cuda_available};
+    let expected = match ships_cuda_provider() {
+        true => ExecutionProvider::Cuda,
+        false => ExecutionProvider::Cpu,
+    };
+    assert_eq!(cuda_available().unwrap(), ships_cuda_provider());
+    assert_eq!(ExecutionProvider::Auto.resolve().unwrap(), expected);
+    for chosen in [ExecutionProvider::Cpu, ExecutionProvider::Cuda] {
+        assert_eq!(chosen.resolve().unwrap(), chosen);
+    }
+}
+
+/// Every provider computes diffusers' output, and one that cannot run says so: without the
+/// CUDA provider `Auto` is the CPU to the bit and an explicit `Cuda` is an error naming CUDA,
+/// not a silent CPU run; with it, `Auto` and `Cuda` both run on CUDA (or both fail naming it,
+/// where no GPU is usable).
 #[test]
 fn the_ort_backend_on_auto_runs_what_the_cpu_runs() {
-    use fastflux::runtime::{ExecutionProvider, OrtBackend, ort::cuda_available};
+    use fastflux::runtime::{ExecutionProvider, OrtBackend};
     let compiled = tiny_dev_f32();
     let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
-    let run = |backend: OrtBackend| {
+    let (_, reference) = golden_io("expected.safetensors");
+    let run = |provider: ExecutionProvider| {
+        let backend = OrtBackend::new(1, provider).unwrap();
         let runner = StagedRunner::with_backend(&compiled.graph, &compiled.ckpt, backend, 2);
         runner
             .run(&inputs)
             .map(|mut out| out.remove("latent").unwrap())
     };
-    let cpu = run(OrtBackend::cpu(1)).unwrap();
-    let auto = OrtBackend::new(1, ExecutionProvider::Auto).unwrap();
-    if auto.provider() == ExecutionProvider::Cpu {
-        assert_eq!(run(auto).unwrap(), cpu, "Auto without CUDA is the CPU");
-    }
-    if !cuda_available().unwrap() {
-        // Asked for explicitly, a missing CUDA provider is an error, not a silent CPU run.
-        let cuda = OrtBackend::new(1, ExecutionProvider::Cuda).unwrap();
-        let err = run(cuda).unwrap_err().to_string();
+    let cpu = run(ExecutionProvider::Cpu).unwrap();
+    let error = relative_l2(&cpu.data, &reference);
+    assert!(error < 1e-5, "CPU: relative L2 {error:.2e} from diffusers");
+    let (auto, cuda) = (run(ExecutionProvider::Auto), run(ExecutionProvider::Cuda));
+    let refused_for_cuda = |run: &Result<fastflux::tensor::Tensor, fastflux::Error>, what: &str| {
+        let err = run.as_ref().expect_err(what).to_string();
         assert!(
             err.starts_with("ONNX Runtime: ") && err.contains("CUDA"),
-            "{err}"
+            "{what}: {err}"
         );
+    };
+    if !ships_cuda_provider() {
+        assert_eq!(auto.unwrap(), cpu, "Auto without CUDA is the CPU");
+        refused_for_cuda(
+            &cuda,
+            "Cuda asked for where ONNX Runtime has no CUDA provider",
+        );
+        return;
+    }
+    match (&auto, &cuda) {
+        (Ok(auto), Ok(cuda)) => {
+            // CUDA's reductions need not repeat to the bit: both runs agree with diffusers.
+            for (what, run) in [("Auto", auto), ("Cuda", cuda)] {
+                let error = relative_l2(&run.data, &reference);
+                assert!(
+                    error < 1e-4,
+                    "{what}: relative L2 {error:.2e} from diffusers"
+                );
+            }
+        }
+        _ => {
+            refused_for_cuda(&auto, "Auto where CUDA is built in but cannot run");
+            refused_for_cuda(&cuda, "Cuda where it is built in but cannot run");
+        }
     }
 }
 
@@ -180,4 +223,25 @@ fn held_bytes_is_what_a_walk_holds_at_its_widest() {
     }
     let estimate = held_bytes(&compiled.graph, runner.stages(), tokens);
     assert_eq!(estimate, widest as u64);
+}
+
+/// A stage run before the stages that compute its inputs names the value it lacks (as exported
+/// models name it), not the node index it has in the graph.
+#[test]
+fn a_stage_run_out_of_order_names_the_value_it_lacks() {
+    let compiled = tiny_dev_f32();
+    let runner = StagedRunner::new(&compiled.graph, &compiled.ckpt, 1, 1);
+    let inputs = read_f32_tensors(&golden("inputs.safetensors")).unwrap();
+    let mut env = runner.load_inputs(&inputs).unwrap();
+    let err = runner.run_stage(1, &mut env).unwrap_err().to_string();
+    let names: Vec<String> = runner.stages()[1]
+        .inputs
+        .iter()
+        .map(|&v| compiled.graph.value_name(v))
+        .collect();
+    assert!(
+        names.iter().any(|n| err.contains(&format!("`{n}`"))) && !err.contains("NodeIndex"),
+        "{err}"
+    );
+    assert!(err.contains("stage 1 (double_blocks.0)"), "{err}");
 }

@@ -238,14 +238,5 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    fastflux::cli::finish(run(&cli))
 }

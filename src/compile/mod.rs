@@ -195,16 +195,24 @@ pub fn export(
     output: &Path,
     options: &CompileOptions,
 ) -> Result<ExportSummary> {
-    Ok(export_rewritten(compiled, output, options, &lora_labels(options))?.0)
+    Ok(export_rewritten(compiled, output, options, &lora_labels(options)?)?.0)
 }
 
-/// The folded LoRAs as the exported model's metadata names them: `FILE:SCALE` each.
-fn lora_labels(options: &CompileOptions) -> Vec<String> {
-    options
-        .loras
-        .iter()
-        .map(|l| format!("{}:{}", l.path.display(), l.scale))
-        .collect()
+/// The folded LoRAs as the exported model's metadata names them: `NAME@sha256:HASH:SCALE` each,
+/// the file's name and content rather than its path, so that the same files give the same
+/// model bytes whichever folder they are in.
+fn lora_labels(options: &CompileOptions) -> Result<Vec<String>> {
+    options.loras.iter().map(lora_label).collect()
+}
+
+fn lora_label(lora: &LoraSpec) -> Result<String> {
+    let name = lora.path.file_name().unwrap_or(lora.path.as_os_str());
+    let hash = crate::io::digest::sha256_hex(&lora.path)?;
+    Ok(format!(
+        "{}@sha256:{hash}:{}",
+        name.to_string_lossy(),
+        lora.scale
+    ))
 }
 
 /// `export`, also saying what the export-time rewrites did.
@@ -307,11 +315,17 @@ pub fn compile(options: &CompileOptions) -> Result<CompileOutcome> {
     };
     // LoRA deltas meet the final weights: those BRLL fitted, and none of those it removed.
     // Sandwich training's adapters come first, as a `--lora` of the emitted checkpoint would.
-    let mut labels = lora_labels(options);
+    let mut labels = lora_labels(options)?;
     let mut folding = options.clone();
-    if let Some(st) = &st {
+    if let (Some(st), Some(st_options)) = (&st, st_options) {
+        // Saved, the adapters are a LoRA file like any other (so that the emitted checkpoint
+        // plus `--lora` that file gives the same bytes); unsaved, the options that trained them.
+        let label = match st.saved {
+            true => lora_label(&st.lora_spec())?,
+            false => st_options.label(),
+        };
         folding.loras.insert(0, st.lora_spec());
-        labels.insert(0, st.lora_label());
+        labels.insert(0, label);
     }
     let folded = fold_loras(&mut compiled, &folding);
     if let Some(st) = &mut st {

@@ -29,16 +29,6 @@ pub struct StSummary {
 }
 
 impl StSummary {
-    /// How the adapters are named among the folded LoRAs in the exported model's metadata:
-    /// the `--st-save` file as `--lora` names it, else a fixed label (a temporary path would
-    /// make the same command give different bytes).
-    pub fn lora_label(&self) -> String {
-        match self.saved {
-            true => format!("{}:1", self.lora.display()),
-            false => "sandwich-training:1".to_owned(),
-        }
-    }
-
     pub fn lora_spec(&self) -> LoraSpec {
         LoraSpec {
             path: self.lora.clone(),

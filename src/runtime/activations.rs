@@ -84,6 +84,9 @@ impl Activations for Env {
     }
 }
 
+/// A read of a value the store does not hold. A store has no graph to name `v` by, so the
+/// runner checks its stage inputs first and names them (`StagedRunner::run_stage`); this is the
+/// backstop for other readers.
 pub(crate) fn not_held(v: Value) -> Error {
     Error::Internal(format!(
         "activation {v:?} was read before the stage that computes it ran"

@@ -5,7 +5,6 @@
 //! activations are kept between stages is the caller's choice (`Activations`): in memory, or
 //! spilled to disk a chunk of samples at a time.
 
-use super::activations::not_held;
 pub use super::activations::{Activations, Env};
 use super::backend::{Backend, StageExecutable};
 use super::ort::OrtBackend;
@@ -176,6 +175,9 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
             Some(model) => model,
             None => self.backend.load(&piece, self.weights)?,
         };
+        if let Some(&v) = external.iter().find(|&&v| env.samples(v).is_none()) {
+            return Err(self.not_held(k, v));
+        }
         let samples = self.samples(env, &external)?;
         // Outputs are appended chunk by chunk, so none may be left from an earlier run.
         env.retain(&|v| !stage.outputs.contains(v));
@@ -215,9 +217,21 @@ impl<'a, B: Backend> StagedRunner<'a, B> {
 
     fn samples(&self, env: &impl Activations, external: &[Value]) -> Result<usize> {
         match external.iter().find(|&&v| self.batched(v)) {
-            Some(&v) => env.samples(v).ok_or_else(|| not_held(v)),
+            Some(&v) => Ok(env.samples(v).unwrap_or(1)),
             None => Ok(1),
         }
+    }
+
+    /// Stage `k` needs `v`, which `env` does not hold: named as exported models name it.
+    fn not_held(&self, k: usize, v: Value) -> Error {
+        let part = match self.stages[k].block {
+            Some(block) => block.to_string(),
+            None => "outside the blocks".to_owned(),
+        };
+        Error::Internal(format!(
+            "stage {k} ({part}) reads `{}`, which no stage before it computed",
+            self.graph.value_name(v)
+        ))
     }
 }
 

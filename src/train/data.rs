@@ -114,11 +114,11 @@ impl<'a> Walk<'a> {
                     .iter()
                     .map(|&v| self.to_original(v))
                     .collect::<Result<Vec<_>>>()?;
-                take(&self.original.2, &mapped)?
+                take(self.original.0, &self.original.2, &mapped)?
             }
             Entry::Pruned => {
                 self.run_pruned(first)?;
-                take(&self.pruned.2, &external)?
+                take(self.pruned.0, &self.pruned.2, &external)?
             }
         };
         self.run_original(last + 1)?;
@@ -126,7 +126,7 @@ impl<'a> Walk<'a> {
             .iter()
             .map(|&v| self.to_original(v))
             .collect::<Result<Vec<_>>>()?;
-        let targets = take(&self.original.2, &mapped)?;
+        let targets = take(self.original.0, &self.original.2, &mapped)?;
         Ok(SandwichData {
             piece,
             entry,
@@ -226,13 +226,17 @@ fn advance(
     Ok(())
 }
 
-fn take(env: &SpilledEnv, values: &[Value]) -> Result<Vec<Held>> {
+/// The held activations of `values` (of `graph`), each named in the error when it is missing.
+fn take(graph: &Graph, env: &SpilledEnv, values: &[Value]) -> Result<Vec<Held>> {
     values
         .iter()
         .map(|&v| {
-            env.get(v)
-                .cloned()
-                .ok_or_else(|| Error::Internal("a sandwich's activation was not computed".into()))
+            env.get(v).cloned().ok_or_else(|| {
+                Error::Internal(format!(
+                    "the sandwich's activation `{}` was not computed by the walk",
+                    graph.value_name(v)
+                ))
+            })
         })
         .collect()
 }

@@ -70,6 +70,23 @@ pub struct StOptions {
     pub show_progress: bool,
 }
 
+impl StOptions {
+    /// How the trained adapters are named among the folded LoRAs in the exported model's
+    /// metadata: by the options that trained them (with the calibration set and the checkpoint,
+    /// what decides them), not by a file's path, so the same command gives the same bytes
+    /// wherever it runs and whether or not `--st-save` kept the file. Folded at scale 1.
+    pub fn label(&self) -> String {
+        let entry = match self.entry {
+            Entry::Original => "original",
+            Entry::Pruned => "pruned",
+        };
+        format!(
+            "sandwich-training(steps={},rank={},lr={},batch={},entry={entry},seed={}):1",
+            self.steps, self.rank, self.lr, self.batch, self.seed
+        )
+    }
+}
+
 impl Default for StOptions {
     fn default() -> Self {
         Self {

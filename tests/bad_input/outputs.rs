@@ -1,6 +1,6 @@
 //! Bad output paths: an output (or its data file, or the `config.json` beside it) that is an
 //! input file, an output folder that does not exist, is a file or is not writable, an output
-//! path (or the config's) that is a folder.
+//! path (or the config's) that is a folder; and a stdout whose reader has gone.
 
 use super::scratch::*;
 use crate::support::*;
@@ -146,22 +146,33 @@ fn output_folder_not_writable() {
     } else {
         None
     };
-    if can_write_in(&out_dir) {
-        // Neither works (root without chattr, or a filesystem without the attribute): there
-        // is no unwritable folder to test with, and asserting anything here would be vacuous.
-        eprintln!("skipped: cannot make a folder unwritable here (root, and chattr +i failed)");
-        std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        return;
-    }
-    let out = s.compile(&ckpt);
+    // Neither works (root without chattr, or a filesystem without the attribute): sysfs, which
+    // refuses new files to root too, stands in for the output folder.
+    let folder = match can_write_in(&out_dir) {
+        false => out_dir.clone(),
+        true => {
+            let link = s.path("sysfs");
+            std::os::unix::fs::symlink("/sys", &link).unwrap();
+            assert!(
+                !can_write_in(&link),
+                "no unwritable folder to test with: permission bits, chattr +i and /sys all \
+                 let this user create files"
+            );
+            link
+        }
+    };
+    let before = listing(&folder);
+    let out = s.compile_to(&ckpt, &folder.join("model.onnx"));
     // The first file written names the folder: `config.json`, before the weights are streamed.
-    assert_refused(&out, &["out/config.json"]);
+    assert_refused(&out, &[&format!("{}/config.json", file_name(&folder))]);
+    // EACCES, EPERM, or EROFS where a container mounts /sys read-only.
+    let reasons = ["denied", "not permitted", "Read-only file system"];
     assert!(
-        out.stderr.contains("denied") || out.stderr.contains("not permitted"),
+        reasons.iter().any(|r| out.stderr.contains(r)),
         "the error does not give the reason:\n{}",
         out.stderr
     );
-    s.assert_nothing_written();
+    assert_eq!(listing(&folder), before, "something was written");
     drop(immutable);
     std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -193,4 +204,72 @@ fn config_path_that_is_a_folder() {
     let out = s.compile(&ckpt);
     assert_refused(&out, &["config.json", "folder"]);
     assert_eq!(listing(&s.out_dir()), ["config.json".to_owned()].into());
+}
+
+/// Runs `binary` with its stdout a pipe whose reader has already gone, as `… | head -1` leaves
+/// it once head has its line.
+fn run_with_closed_stdout<S: AsRef<std::ffi::OsStr>>(binary: &str, args: &[S]) -> Outcome {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(binary)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    Outcome {
+        success: out.status.success(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A reader that stops early is no error: both binaries finish their work (the model and the
+/// latents are written) and exit 0, without a panic over the broken pipe.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let s = Scratch::new();
+    let (ckpt, model) = (s.bfl_variant("m.safetensors", |_| {}), s.output());
+    let compile_args = [
+        ckpt.as_os_str(),
+        "-o".as_ref(),
+        model.as_os_str(),
+        "--axes-dim".as_ref(),
+        TINY_AXES.as_ref(),
+        "-q".as_ref(),
+    ];
+    let out = run_with_closed_stdout(env!("CARGO_BIN_EXE_fastflux-compile"), &compile_args);
+    assert!(
+        out.success && !out.stderr.contains("panicked"),
+        "{}",
+        out.stderr
+    );
+    assert!(model.is_file(), "no model written");
+
+    let (latents, cond) = (s.path("x.safetensors"), toy("prompts.safetensors"));
+    let checkpoint = toy("flux-bfl.safetensors");
+    let sample_args = [
+        checkpoint.as_os_str(),
+        "--cond".as_ref(),
+        cond.as_os_str(),
+        "--steps".as_ref(),
+        "1".as_ref(),
+        "--size".as_ref(),
+        "8x8".as_ref(),
+        "-o".as_ref(),
+        latents.as_os_str(),
+        "--axes-dim".as_ref(),
+        "4,6,6".as_ref(),
+        "-q".as_ref(),
+        "--threads".as_ref(),
+        "1".as_ref(),
+    ];
+    let out = run_with_closed_stdout(env!("CARGO_BIN_EXE_fastflux-sample"), &sample_args);
+    assert!(
+        out.success && !out.stderr.contains("panicked"),
+        "{}",
+        out.stderr
+    );
+    assert!(latents.is_file(), "no latents written");
 }

@@ -46,3 +46,13 @@ pub fn run_golden(model: &Path) -> Vec<f32> {
         .expect("output `latent`")
         .data
 }
+
+/// Whether the ONNX Runtime build the tests load ships the CUDA provider, read off the files
+/// beside the library (the GPU wheel puts `libonnxruntime_providers_cuda.so` next to
+/// `libonnxruntime`, the CPU wheel does not) rather than asked of the library, as
+/// `runtime::ort::cuda_available` does.
+pub fn ships_cuda_provider() -> bool {
+    let library = runtime::ort::library_path().unwrap();
+    let folder = library.parent().unwrap();
+    folder.join("libonnxruntime_providers_cuda.so").is_file()
+}

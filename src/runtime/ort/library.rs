@@ -26,9 +26,7 @@ pub fn ensure_initialized() -> Result<(), RuntimeError> {
 
 pub(super) fn environment() -> Result<&'static Environment, RuntimeError> {
     let env = ENVIRONMENT.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let overridden = std::env::var_os("ORT_DYLIB_PATH");
-        let path = find_library(overridden.as_deref(), root, "python3")?;
+        let path = library_path()?;
         let fail = |e: &dyn Display| RuntimeError::Init(path.clone(), e.to_string());
         // ort resolves a relative path against the executable's directory, not the cwd.
         let absolute = std::path::absolute(&path).map_err(|e| fail(&e))?;
@@ -40,6 +38,13 @@ pub(super) fn environment() -> Result<&'static Environment, RuntimeError> {
             .map_err(|e| fail(&e))
     });
     env.as_ref().map_err(Clone::clone)
+}
+
+/// The `libonnxruntime` this process loads (or has loaded), found as [`find_library`] says.
+pub fn library_path() -> Result<PathBuf, RuntimeError> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let overridden = std::env::var_os("ORT_DYLIB_PATH");
+    find_library(overridden.as_deref(), root, "python3")
 }
 
 /// Lookup order: `ORT_DYLIB_PATH` if set (taken as-is, so a wrong override fails loudly rather

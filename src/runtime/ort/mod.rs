@@ -8,6 +8,6 @@ mod provider;
 mod session;
 
 pub use backend::OrtBackend;
-pub use library::{ORT_LIB_NAME, ensure_initialized};
+pub use library::{ORT_LIB_NAME, ensure_initialized, library_path};
 pub use provider::{ExecutionProvider, cuda_available};
 pub use session::{LoadedModel, Port, run_model_bytes, run_model_file};

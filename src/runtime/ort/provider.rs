@@ -75,18 +75,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_is_cuda_exactly_when_onnx_runtime_has_it() {
-        let expected = match cuda_available().unwrap() {
-            true => ExecutionProvider::Cuda,
-            false => ExecutionProvider::Cpu,
-        };
-        assert_eq!(ExecutionProvider::Auto.resolve().unwrap(), expected);
-        for chosen in [ExecutionProvider::Cpu, ExecutionProvider::Cuda] {
-            assert_eq!(chosen.resolve().unwrap(), chosen);
-        }
-    }
-
-    #[test]
     fn parses_the_flag_values() {
         assert_eq!("cpu".parse(), Ok(ExecutionProvider::Cpu));
         assert_eq!("cuda".parse(), Ok(ExecutionProvider::Cuda));
