@@ -1,21 +1,18 @@
 //! Training through the candle lowering: on a sandwich of tiny-dev (double block 1, single
-//! block 0 replaced by a conditioned BRLL fit, single block 1), with LoRA on every linear of
-//! the unreplaced blocks and the fitted node trained whole, in f64, the autograd gradient of an
-//! MSE loss matches central finite differences for every trainable tensor, and every trainable
+//! block 0 replaced by a conditioned BRLL fit, single block 1), with the trainables production
+//! training builds (`fastflux::train::trainables`: LoRA on every linear of the unreplaced blocks
+//! but their modulation, the fitted node trained whole), in f64, the autograd gradient of an MSE
+//! loss matches central finite differences for every trainable tensor, and every trainable
 //! tensor receives a gradient.
 
 mod support;
 
 use candle_core::{DType, Device, Tensor, Var};
 use fastflux::ir::op::OpKind;
-use fastflux::ir::{BlockId, Graph, Op};
+use fastflux::ir::{BlockId, Op};
 use fastflux::rng::Rng;
-use fastflux::runtime::candle::{LoraShape, Lowered, ParamKind, Trainables, from_host};
-use fastflux::runtime::staged::plan_stages;
+use fastflux::runtime::candle::{Lowered, ParamKind};
 use support::*;
-
-const NEIGHBOURS: [BlockId; 2] = [BlockId::Double(1), BlockId::Single(1)];
-const REPLACED: BlockId = BlockId::Single(0);
 
 struct Sandwich {
     lowered: Lowered,
@@ -23,75 +20,19 @@ struct Sandwich {
     target: Vec<Tensor>,
 }
 
-/// Every Linear matrix of the neighbours gets an adapter; the fitted node's W, b and U train.
-fn trainables(piece: &Graph) -> Trainables {
-    let mut trainables = Trainables::default();
-    for n in piece.graph.node_indices() {
-        let node = piece.node(n);
-        let Some(block) = node.block else { continue };
-        let inputs = piece.inputs(n);
-        let weight = |slot: usize| match &piece.node(inputs[slot].node).op {
-            Op::Weight(w) => w.name.clone(),
-            _ => panic!("`{}` input {slot} is not a weight", node.name),
-        };
-        match node.op.kind() {
-            OpKind::Linear if NEIGHBOURS.contains(&block) => {
-                let shape = LoraShape {
-                    rank: 2,
-                    alpha: 3.0,
-                };
-                trainables.lora.insert(weight(1), shape);
-            }
-            OpKind::LinearResidual if block == REPLACED => {
-                trainables.full.extend([weight(1), weight(2), weight(4)]);
-            }
-            _ => {}
-        }
-    }
-    trainables
-}
-
 fn sandwich() -> Sandwich {
-    let ckpt = tiny_checkpoint();
-    let original = calibration_graph(&ckpt);
-    let graph = with_fits(&original, &[random_fit(&original, REPLACED, true, 3)]);
-    let env = ort_activations(&graph, &ckpt);
-    let stages = plan_stages(&graph);
-    let first = stages
-        .iter()
-        .position(|s| s.block == Some(NEIGHBOURS[0]))
-        .unwrap();
-    let last = stages
-        .iter()
-        .position(|s| s.block == Some(NEIGHBOURS[1]))
-        .unwrap();
-    let nodes: Vec<_> = stages[first..=last]
-        .iter()
-        .flat_map(|s| s.nodes.clone())
-        .collect();
-    let (piece, external) = graph.extract(&nodes, &stages[last].outputs).unwrap();
-    let trainables = trainables(&piece);
-    assert_eq!(
-        trainables.lora.len(),
-        10 + 3,
-        "{:?}",
-        trainables.lora.keys()
-    );
-    assert_eq!(trainables.full.len(), 3);
+    let tiny = tiny_sandwich(2, DType::F64);
     let mut rng = Rng::new(11, 0);
     let lowered = Lowered::new(
-        &piece,
-        &ckpt,
-        &trainables,
+        &tiny.piece,
+        &tiny.ckpt,
+        &tiny.trainables,
         &Device::Cpu,
         DType::F64,
         &mut rng,
     )
     .unwrap();
-    let inputs: Vec<Tensor> = external
-        .iter()
-        .map(|v| from_host(&env[v], &Device::Cpu, DType::F64).unwrap())
-        .collect();
+    let inputs = tiny.inputs;
     // B starts at zero, which would make A's gradient zero: give every B values first.
     let mut rng = Rng::new(12, 0);
     for p in lowered.params() {
@@ -119,6 +60,40 @@ fn sandwich() -> Sandwich {
         inputs,
         target,
     }
+}
+
+/// Every linear of a neighbour but its modulation carries an adapter: the 8 of a double block
+/// (qkv, proj and the two MLP linears of each stream) and the 2 of a single block; the fitted
+/// node's W, b and U train whole.
+#[test]
+fn production_adapts_every_linear_of_every_neighbour() {
+    let tiny = tiny_sandwich(2, DType::F32);
+    let t = &tiny.trainables;
+    for (block, expected) in [(BlockId::Double(1), 8), (BlockId::Single(1), 2)] {
+        let prefix = format!("{block}.");
+        let adapted = t.lora.keys().filter(|w| w.starts_with(&prefix)).count();
+        assert_eq!(adapted, expected, "{block}: {:?}", t.lora.keys());
+        for n in tiny.piece.graph.node_indices() {
+            let node = tiny.piece.node(n);
+            if node.block != Some(block) || node.op.kind() != OpKind::Linear {
+                continue;
+            }
+            let Op::Weight(w) = &tiny.piece.node(tiny.piece.inputs(n)[1].node).op else {
+                panic!("`{}` reads no weight", node.name)
+            };
+            let modulation = w.name.contains("_mod.") || w.name.contains("modulation.");
+            assert_eq!(
+                t.lora.contains_key(&w.name),
+                !modulation,
+                "`{}` (adapted: modulation linears only are left out)",
+                w.name
+            );
+        }
+    }
+    assert_eq!(t.lora.len(), 8 + 2);
+    assert!(t.lora.values().all(|s| s.rank == 2));
+    assert_eq!(t.full.len(), 3, "{:?}", t.full);
+    assert!(t.full.iter().all(|w| w.starts_with("single_blocks.0.")));
 }
 
 /// The mean squared error over every output of the piece.
@@ -194,5 +169,5 @@ fn every_trainable_tensor_receives_a_gradient() {
         .map(|p| p.name.as_str())
         .collect();
     assert!(missing.is_empty(), "no gradient for {missing:?}");
-    assert_eq!(s.lowered.params().len(), 2 * 13 + 3);
+    assert_eq!(s.lowered.params().len(), 2 * 10 + 3);
 }

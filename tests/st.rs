@@ -90,6 +90,29 @@ fn trained_adapters_fold_like_a_lora_of_the_emitted_checkpoint() {
         numbers[1] < numbers[0],
         "the exit loss did not fall: {losses}"
     );
+    // Every adapter of the sandwich `double_blocks.0 [double_blocks.1] single_blocks.0` was
+    // trained: 8 linears of the double neighbour and 2 of the single one, each B moved off
+    // its zero start.
+    let saved = read_tensors(&lora);
+    let ups: Vec<_> = saved
+        .iter()
+        .filter(|t| t.name.ends_with(".lora_B.weight"))
+        .collect();
+    for up in &ups {
+        assert!(
+            up.f32_values().iter().any(|&v| v != 0.0),
+            "`{}` is zero after training",
+            up.name
+        );
+    }
+    let names: Vec<&str> = ups.iter().map(|t| t.name.as_str()).collect();
+    let in_block = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    assert_eq!(
+        (in_block("double_blocks.0."), in_block("single_blocks.0.")),
+        (8, 2),
+        "{names:?}"
+    );
+    assert_eq!(ups.len(), 10, "{names:?}");
 
     // The same command again: the same bytes (seeded initialisation and batch order).
     std::fs::remove_file(&lora).unwrap();

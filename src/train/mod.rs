@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::fit::calibrate::{CalibrationOptions, staged_runner};
 use crate::inputs::InputSet;
 use crate::ir::{BlockId, Graph, Op, WeightData};
-use crate::runtime::candle::{self, CandleDevice, LoraShape, Trainables};
+use crate::runtime::candle::{self, CandleDevice, LoraShape, Lowered, Trainables};
 use data::Walk;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -245,8 +245,9 @@ fn adapted_weights(graph: &Graph, sandwich: &Sandwich) -> Vec<(String, [usize; 2
     found
 }
 
-/// What trains in `sandwich`: adapters on its neighbours' linears, and its fitted nodes whole.
-fn trainables(graph: &Graph, sandwich: &Sandwich, rank: usize) -> Result<Trainables> {
+/// What trains in `sandwich` of `graph` (the pruned model): adapters of rank `rank` (alpha =
+/// rank) on its neighbours' linears, and its fitted nodes' weights whole.
+pub fn trainables(graph: &Graph, sandwich: &Sandwich, rank: usize) -> Result<Trainables> {
     let mut trainables = Trainables::default();
     for (name, _) in adapted_weights(graph, sandwich) {
         trainables.lora.insert(
@@ -270,6 +271,22 @@ fn trainables(graph: &Graph, sandwich: &Sandwich, rank: usize) -> Result<Trainab
         )));
     }
     Ok(trainables)
+}
+
+/// The adapters of `lowered` as they are now, for a LoRA file.
+pub fn adapters(lowered: &Lowered) -> Result<Vec<Adapter>> {
+    Ok(lowered
+        .lora_values()?
+        .into_iter()
+        .map(|l| Adapter {
+            weight: l.weight,
+            shape: l.weight_shape,
+            rank: l.rank,
+            alpha: l.alpha,
+            down: l.down,
+            up: l.up,
+        })
+        .collect())
 }
 
 /// Replaces the fitted weights of `graph` with their trained values (by weight name).

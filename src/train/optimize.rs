@@ -107,18 +107,7 @@ pub fn train(
         Entry::Original => Vec::new(),
     };
 
-    let adapters = lowered
-        .lora_values()?
-        .into_iter()
-        .map(|l| Adapter {
-            weight: l.weight,
-            shape: l.weight_shape,
-            rank: l.rank,
-            alpha: l.alpha,
-            down: l.down,
-            up: l.up,
-        })
-        .collect();
+    let adapters = super::adapters(&lowered)?;
     let fitted = lowered
         .full_values()?
         .into_iter()
