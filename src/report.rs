@@ -18,7 +18,10 @@ use std::fmt::{self, Display, Formatter, Write as _};
 impl Display for CompileOutcome {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         let (output, s) = (self.output.display(), &self.export);
-        writeln!(f, "wrote {output} and {output}.data")?;
+        let config = self
+            .output
+            .with_file_name(crate::checkpoint::diffusers_config::CONFIG_FILE);
+        writeln!(f, "wrote {output}, {output}.data and {}", config.display())?;
         writeln!(
             f,
             "  parameters   {} before, {} after",
