@@ -3,11 +3,10 @@
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::Path;
 
-/// The SHA-256 of the file at `path`, in lowercase hex, read in 1 MiB pieces (a LoRA file may be
-/// larger than is worth holding just to hash it).
+/// The SHA-256 of the file at `path`, in lowercase hex, streamed through the hasher (a LoRA file
+/// may be larger than is worth holding just to hash it).
 pub fn sha256_hex(path: &Path) -> Result<String> {
     let io = |source| Error::Io {
         path: path.to_owned(),
@@ -15,15 +14,7 @@ pub fn sha256_hex(path: &Path) -> Result<String> {
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buffer[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
+    std::io::copy(&mut file, &mut hasher).map_err(io)?;
     Ok(hasher
         .finalize()
         .iter()
