@@ -14,6 +14,7 @@ pub mod dtype;
 pub mod emit;
 pub mod error;
 pub mod fit;
+pub mod generation;
 pub mod inputs;
 pub mod io;
 pub mod ir;

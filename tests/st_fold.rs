@@ -88,8 +88,8 @@ fn an_adapter_with_alpha_apart_from_its_rank_folds_to_its_forward() {
     assert!(adapters.iter().all(|a| a.alpha == 5.0 && a.rank == 2));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("st.safetensors");
-    let (scheme, hidden) = (&tiny.ckpt.scheme, tiny.ckpt.config.hidden);
-    write_lora(&file, scheme, hidden, &adapters, &BTreeMap::new()).unwrap();
+    let (scheme, config) = (&tiny.ckpt.scheme, &tiny.ckpt.config);
+    write_lora(&file, scheme, config, &adapters, &BTreeMap::new()).unwrap();
     let mut folded = tiny.graph.clone();
     let fitted: Vec<(String, Arc<Vec<f32>>)> = lowered
         .full_values()

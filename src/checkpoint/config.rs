@@ -2,6 +2,8 @@
 //! (name and shape) that configuration implies.
 
 use crate::error::{Error, Result};
+use crate::generation::flux1::NAMES;
+use crate::generation::table::{Feature, Layer, Role, Scope, Sizes, Stream, Width};
 use crate::ir::BlockId;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -63,7 +65,7 @@ impl FluxConfig {
             }
             Ok(shape)
         };
-        let img_in = need("img_in.weight", 2)?;
+        let img_in = need(&NAMES.top_tensor(Role::ImgIn)?, 2)?;
         let (hidden, in_channels) = (img_in[0], img_in[1]);
         let (double_blocks, single_blocks) = blocks;
         let kept =
@@ -86,8 +88,8 @@ impl FluxConfig {
             (None, None) => BlockId::Single(0),
         };
         let norm = &match width_block {
-            BlockId::Double(i) => format!("double_blocks.{i}.img_attn.norm.query_norm.scale"),
-            BlockId::Single(i) => format!("single_blocks.{i}.norm.query_norm.scale"),
+            BlockId::Double(i) => NAMES.tensor(Role::QueryNorm(Stream::Img), i)?,
+            BlockId::Single(i) => NAMES.tensor(Role::QueryNorm(Stream::Joint), i)?,
         };
         let head_dim = need(norm, 1)?[0];
         if head_dim == 0 || hidden % head_dim != 0 || head_dim % 2 != 0 {
@@ -97,12 +99,12 @@ impl FluxConfig {
                 format!("head width {head_dim} must be even and divide the hidden size {hidden}"),
             ));
         }
-        let mlp_hidden = if let BlockId::Double(i) = width_block {
-            need(&format!("double_blocks.{i}.img_mlp.0.weight"), 2)?[0]
-        } else {
-            let linear1 = &format!("{width_block}.linear1.weight");
-            let rows = need(linear1, 2)?[0];
-            rows.checked_sub(3 * hidden).ok_or_else(|| {
+        let mlp_hidden = match width_block {
+            BlockId::Double(i) => need(&NAMES.tensor(Role::MlpIn(Stream::Img), i)?, 2)?[0],
+            BlockId::Single(i) => {
+                let linear1 = &NAMES.tensor(Role::FusedIn, i)?;
+                let rows = need(linear1, 2)?[0];
+                rows.checked_sub(3 * hidden).ok_or_else(|| {
                 Error::tensor(
                     origin,
                     linear1,
@@ -112,6 +114,7 @@ impl FluxConfig {
                     ),
                 )
             })?
+            }
         };
         let axes_dim = match axes {
             Some(axes) => axes,
@@ -139,69 +142,52 @@ impl FluxConfig {
             double_blocks,
             single_blocks,
             in_channels,
-            out_channels: need("final_layer.linear.weight", 2)?[0],
-            context_dim: need("txt_in.weight", 2)?[1],
-            pooled_dim: need("vector_in.in_layer.weight", 2)?[1],
-            time_embed_dim: need("time_in.in_layer.weight", 2)?[1],
-            guidance: shapes.shape("guidance_in.in_layer.weight").is_some(),
+            out_channels: need(&NAMES.top_tensor(Role::FinalLinear)?, 2)?[0],
+            context_dim: need(&NAMES.top_tensor(Role::TxtIn)?, 2)?[1],
+            pooled_dim: need(&NAMES.top_tensor(Role::VectorIn(Layer::In))?, 2)?[1],
+            time_embed_dim: need(&NAMES.top_tensor(Role::TimeIn(Layer::In))?, 2)?[1],
+            guidance: shapes
+                .shape(&NAMES.top_tensor(Role::GuidanceIn(Layer::In))?)
+                .is_some(),
             axes_dim,
             theta: 10_000,
         })
     }
 
-    /// Every parameter of the model, canonical name and shape, in checkpoint order.
+    /// Every parameter of the model, canonical name and shape, sorted by name: FLUX.1's naming
+    /// table at this configuration's sizes.
     pub fn parameters(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, m, hd) = (self.hidden, self.mlp_hidden, self.head_dim);
-        let mut params = Vec::new();
-        let mut linear = |name: String, out: usize, inp: usize| {
-            params.push((format!("{name}.weight"), vec![out, inp]));
-            params.push((format!("{name}.bias"), vec![out]));
-        };
-        linear("img_in".into(), h, self.in_channels);
-        linear("txt_in".into(), h, self.context_dim);
-        linear("time_in.in_layer".into(), h, self.time_embed_dim);
-        linear("time_in.out_layer".into(), h, h);
-        if self.guidance {
-            linear("guidance_in.in_layer".into(), h, self.time_embed_dim);
-            linear("guidance_in.out_layer".into(), h, h);
+        NAMES.parameters(self)
+    }
+}
+
+/// The widths FLUX.1's naming table writes its shapes in.
+impl Sizes for FluxConfig {
+    fn width(&self, width: Width) -> usize {
+        match width {
+            Width::Hidden => self.hidden,
+            Width::Mlp => self.mlp_hidden,
+            Width::HeadDim => self.head_dim,
+            Width::InChannels => self.in_channels,
+            Width::OutChannels => self.out_channels,
+            Width::Context => self.context_dim,
+            Width::Pooled => self.pooled_dim,
+            Width::TimeEmbed => self.time_embed_dim,
         }
-        linear("vector_in.in_layer".into(), h, self.pooled_dim);
-        linear("vector_in.out_layer".into(), h, h);
-        for i in 0..self.double_blocks {
-            for s in ["img", "txt"] {
-                let p = format!("double_blocks.{i}.{s}");
-                linear(format!("{p}_mod.lin"), 6 * h, h);
-                linear(format!("{p}_attn.qkv"), 3 * h, h);
-                linear(format!("{p}_attn.proj"), h, h);
-                linear(format!("{p}_mlp.0"), m, h);
-                linear(format!("{p}_mlp.2"), h, m);
-            }
+    }
+
+    fn blocks(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::Top => 1,
+            Scope::Double => self.double_blocks,
+            Scope::Single => self.single_blocks,
         }
-        for i in 0..self.single_blocks {
-            let p = format!("single_blocks.{i}");
-            linear(format!("{p}.modulation.lin"), 3 * h, h);
-            linear(format!("{p}.linear1"), 3 * h + m, h);
-            linear(format!("{p}.linear2"), h, h + m);
+    }
+
+    fn has(&self, feature: Feature) -> bool {
+        match feature {
+            Feature::Guidance => self.guidance,
         }
-        linear("final_layer.adaLN_modulation.1".into(), 2 * h, h);
-        linear("final_layer.linear".into(), self.out_channels, h);
-        for i in 0..self.double_blocks {
-            for s in ["img", "txt"] {
-                for n in ["query_norm", "key_norm"] {
-                    params.push((
-                        format!("double_blocks.{i}.{s}_attn.norm.{n}.scale"),
-                        vec![hd],
-                    ));
-                }
-            }
-        }
-        for i in 0..self.single_blocks {
-            for n in ["query_norm", "key_norm"] {
-                params.push((format!("single_blocks.{i}.norm.{n}.scale"), vec![hd]));
-            }
-        }
-        params.sort();
-        params
     }
 }
 

@@ -1,9 +1,14 @@
 //! Naming schemes of FLUX checkpoints and how each one stores a tensor of the canonical (BFL)
 //! naming: under the same name (BFL, ComfyUI's prefixed BFL), or, in diffusers, split into
-//! per-projection tensors or with the final modulation's halves swapped.
+//! per-projection tensors or with the final modulation's halves swapped. Which names those are
+//! is the generation's naming table (`generation::flux1::NAMES`); this file applies it to files.
 
+use super::brll_meta::{node_name, streams};
 use super::source::Checkpoint;
 use crate::error::{Error, Result};
+use crate::generation::flux1::NAMES;
+use crate::generation::table::{Diffusers, Role, Scope};
+use crate::ir::BlockId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scheme {
@@ -32,8 +37,15 @@ impl Scheme {
                 .map(str::to_owned)
                 .collect()
         };
-        let bfl = prefixes("img_in.weight");
-        let diffusers = prefixes("x_embedder.weight");
+        // The image embedder, which every FLUX checkpoint has, tells the naming apart.
+        let bfl_key = NAMES.top_tensor(Role::ImgIn)?;
+        let Layout::Direct(diffusers_key) = diffusers_layout(&bfl_key) else {
+            return Err(Error::Internal(format!(
+                "`{bfl_key}` is one tensor in diffusers"
+            )));
+        };
+        let bfl = prefixes(&bfl_key);
+        let diffusers = prefixes(&diffusers_key);
         match (bfl.as_slice(), diffusers.as_slice()) {
             ([prefix], []) => Ok(Self::Bfl {
                 prefix: prefix.clone(),
@@ -46,8 +58,8 @@ impl Scheme {
                 Err(Error::file(
                     &ckpt.origin,
                     format!(
-                        "unknown naming scheme: no `img_in.weight` (Black Forest Labs / ComfyUI \
-                         naming) and no `x_embedder.weight` (diffusers naming) among its {} \
+                        "unknown naming scheme: no `{bfl_key}` (Black Forest Labs / ComfyUI \
+                         naming) and no `{diffusers_key}` (diffusers naming) among its {} \
                          tensors; the first are {seen:?}",
                         ckpt.keys().count()
                     ),
@@ -79,12 +91,12 @@ impl Scheme {
     pub fn block_prefixes(&self) -> (String, String) {
         match self {
             Self::Bfl { prefix } => (
-                format!("{prefix}double_blocks."),
-                format!("{prefix}single_blocks."),
+                format!("{prefix}{}.", NAMES.double.bfl),
+                format!("{prefix}{}.", NAMES.single.bfl),
             ),
             Self::Diffusers { prefix } => (
-                format!("{prefix}transformer_blocks."),
-                format!("{prefix}single_transformer_blocks."),
+                format!("{prefix}{}.", NAMES.double.diffusers),
+                format!("{prefix}{}.", NAMES.single.diffusers),
             ),
         }
     }
@@ -105,13 +117,6 @@ impl Scheme {
     }
 }
 
-/// Splits `double_blocks.3.img_attn.qkv.weight` into (`double_blocks`, 3, `img_attn.qkv.weight`).
-fn split_block(name: &str) -> Option<(&str, usize, &str)> {
-    let (kind, rest) = name.split_once('.')?;
-    let (index, tail) = rest.split_once('.')?;
-    Some((kind, index.parse().ok()?, tail))
-}
-
 /// Splits a parameter name into its module and parameter (`weight`, `bias`, `scale`).
 fn split_param(name: &str) -> (&str, &str) {
     name.rsplit_once('.').unwrap_or((name, ""))
@@ -119,65 +124,27 @@ fn split_param(name: &str) -> (&str, &str) {
 
 /// A module of the canonical naming as diffusers stores it: its parts, stacked along rows.
 pub fn diffusers_module(module: &str) -> Option<Layout> {
-    let direct = |s: &str| Some(Layout::Direct(s.to_owned()));
-    let top = match module {
-        "img_in" => direct("x_embedder"),
-        "txt_in" => direct("context_embedder"),
-        "time_in.in_layer" => direct("time_text_embed.timestep_embedder.linear_1"),
-        "time_in.out_layer" => direct("time_text_embed.timestep_embedder.linear_2"),
-        "guidance_in.in_layer" => direct("time_text_embed.guidance_embedder.linear_1"),
-        "guidance_in.out_layer" => direct("time_text_embed.guidance_embedder.linear_2"),
-        "vector_in.in_layer" => direct("time_text_embed.text_embedder.linear_1"),
-        "vector_in.out_layer" => direct("time_text_embed.text_embedder.linear_2"),
-        "final_layer.adaLN_modulation.1" => Some(Layout::SwappedHalves("norm_out.linear".into())),
-        "final_layer.linear" => direct("proj_out"),
-        _ => None,
-    };
-    if top.is_some() {
-        return top;
+    // BRLL's fitted nodes (`--emit-safetensors`) keep their names under diffusers' blocks.
+    if let Some((scope, i, tail)) = NAMES.split_block(module) {
+        let block = match scope {
+            Scope::Double => BlockId::Double(i),
+            // `split_block` finds only blocks: this is a single one.
+            _ => BlockId::Single(i),
+        };
+        if streams(block).iter().any(|s| node_name(block, s) == module) {
+            let prefix = NAMES.diffusers_prefix(scope, Some(i));
+            return Some(Layout::Direct(format!("{prefix}{tail}")));
+        }
     }
-    let (kind, i, tail) = split_block(module)?;
-    let (db, sb) = (
-        |k: &str| format!("transformer_blocks.{i}.{k}"),
-        |k: &str| format!("single_transformer_blocks.{i}.{k}"),
-    );
-    let parts = |f: &dyn Fn(&str) -> String, ks: &[&str]| {
-        Some(Layout::Concat(ks.iter().map(|k| f(k)).collect()))
-    };
-    match (kind, tail) {
-        ("double_blocks", "img_mod.lin") => Some(Layout::Direct(db("norm1.linear"))),
-        ("double_blocks", "txt_mod.lin") => Some(Layout::Direct(db("norm1_context.linear"))),
-        ("double_blocks", "img_attn.qkv") => parts(&db, &["attn.to_q", "attn.to_k", "attn.to_v"]),
-        ("double_blocks", "txt_attn.qkv") => parts(
-            &db,
-            &["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
-        ),
-        ("double_blocks", "img_attn.norm.query_norm") => Some(Layout::Direct(db("attn.norm_q"))),
-        ("double_blocks", "img_attn.norm.key_norm") => Some(Layout::Direct(db("attn.norm_k"))),
-        ("double_blocks", "txt_attn.norm.query_norm") => {
-            Some(Layout::Direct(db("attn.norm_added_q")))
+    let found = NAMES.find(module)?;
+    let prefix = NAMES.diffusers_prefix(found.param.scope, found.block);
+    Some(match found.param.diffusers {
+        Diffusers::Renamed(m) => Layout::Direct(format!("{prefix}{m}")),
+        Diffusers::SwappedHalves(m) => Layout::SwappedHalves(format!("{prefix}{m}")),
+        Diffusers::Stacked(parts) => {
+            Layout::Concat(parts.iter().map(|(m, _)| format!("{prefix}{m}")).collect())
         }
-        ("double_blocks", "txt_attn.norm.key_norm") => {
-            Some(Layout::Direct(db("attn.norm_added_k")))
-        }
-        ("double_blocks", "img_attn.proj") => Some(Layout::Direct(db("attn.to_out.0"))),
-        ("double_blocks", "txt_attn.proj") => Some(Layout::Direct(db("attn.to_add_out"))),
-        ("double_blocks", "img_mlp.0") => Some(Layout::Direct(db("ff.net.0.proj"))),
-        ("double_blocks", "img_mlp.2") => Some(Layout::Direct(db("ff.net.2"))),
-        ("double_blocks", "txt_mlp.0") => Some(Layout::Direct(db("ff_context.net.0.proj"))),
-        ("double_blocks", "txt_mlp.2") => Some(Layout::Direct(db("ff_context.net.2"))),
-        ("single_blocks", "modulation.lin") => Some(Layout::Direct(sb("norm.linear"))),
-        ("single_blocks", "linear1") => {
-            parts(&sb, &["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"])
-        }
-        ("single_blocks", "linear2") => Some(Layout::Direct(sb("proj_out"))),
-        ("single_blocks", "norm.query_norm") => Some(Layout::Direct(sb("attn.norm_q"))),
-        ("single_blocks", "norm.key_norm") => Some(Layout::Direct(sb("attn.norm_k"))),
-        // BRLL's fitted nodes (`--emit-safetensors`) keep their names under diffusers' blocks.
-        ("double_blocks", "brll.img" | "brll.txt") => Some(Layout::Direct(db(tail))),
-        ("single_blocks", "brll") => Some(Layout::Direct(sb(tail))),
-        _ => None,
-    }
+    })
 }
 
 /// A canonical parameter as diffusers stores it. Norm scales are `weight` there.

@@ -84,7 +84,7 @@ pub fn train_sandwiches(
     write_lora(
         &lora,
         &compiled.ckpt.scheme,
-        config.hidden,
+        config,
         &outcome.adapters,
         &metadata,
     )?;

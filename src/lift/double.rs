@@ -3,6 +3,8 @@
 
 use super::{Lifter, Pe};
 use crate::error::Result;
+use crate::generation::flux1::NAMES;
+use crate::generation::table::{Role, Stream};
 use crate::ir::{Op, Value};
 
 /// Returns the block's (img, txt).
@@ -14,22 +16,32 @@ pub(crate) fn lift_double_block(
     silu_vec: Value,
     pe: Pe,
 ) -> Result<(Value, Value)> {
-    let p = format!("double_blocks.{i}");
-    let img_mod = l.modulation(&format!("{p}.img_mod.lin"), silu_vec, 6)?;
-    let txt_mod = l.modulation(&format!("{p}.txt_mod.lin"), silu_vec, 6)?;
+    // Parameters are named by the naming table; the nodes between them after the block's path.
+    let p = format!("{}.{i}", NAMES.double.bfl);
+    let img_mod = l.modulation(
+        &NAMES.module(Role::Modulation(Stream::Img), i)?,
+        silu_vec,
+        6,
+    )?;
+    let txt_mod = l.modulation(
+        &NAMES.module(Role::Modulation(Stream::Txt), i)?,
+        silu_vec,
+        6,
+    )?;
 
     // Attention branch: per-stream projections, one attention over cat(txt, img).
-    let qkv_of = |l: &mut Lifter, s: &str, x: Value, m: &[Value]| -> Result<[Value; 3]> {
-        let a = l.modulated_norm(&format!("{p}.{s}_attn.pre"), x, m[0], m[1])?;
-        let qkv = l.linear(&format!("{p}.{s}_attn.qkv"), a)?;
-        l.heads_qkv(
-            qkv,
-            &format!("{p}.{s}_attn.qkv"),
-            &format!("{p}.{s}_attn.norm"),
-        )
+    let qkv_of = |l: &mut Lifter, s: Stream, x: Value, m: &[Value]| -> Result<[Value; 3]> {
+        let a = l.modulated_norm(&format!("{p}.{}_attn.pre", name(s)), x, m[0], m[1])?;
+        let qkv_module = NAMES.module(Role::Qkv(s), i)?;
+        let qkv = l.linear(&qkv_module, a)?;
+        let norms = [
+            NAMES.module(Role::QueryNorm(s), i)?,
+            NAMES.module(Role::KeyNorm(s), i)?,
+        ];
+        l.heads_qkv(qkv, &qkv_module, &norms)
     };
-    let img_qkv = qkv_of(l, "img", img, &img_mod)?;
-    let txt_qkv = qkv_of(l, "txt", txt, &txt_mod)?;
+    let img_qkv = qkv_of(l, Stream::Img, img, &img_mod)?;
+    let txt_qkv = qkv_of(l, Stream::Txt, txt, &txt_mod)?;
     let mut joint = [img_qkv[0]; 3];
     for (j, which) in ["q", "k", "v"].into_iter().enumerate() {
         joint[j] = l.op(
@@ -46,24 +58,41 @@ pub(crate) fn lift_double_block(
     )?;
     let (txt_attn, img_attn) = (parts[0], parts[1]);
 
-    let img = stream_tail(l, &format!("{p}.img"), img, img_attn, &img_mod)?;
-    let txt = stream_tail(l, &format!("{p}.txt"), txt, txt_attn, &txt_mod)?;
+    let img = stream_tail(l, (i, Stream::Img), img, img_attn, &img_mod)?;
+    let txt = stream_tail(l, (i, Stream::Txt), txt, txt_attn, &txt_mod)?;
     Ok((img, txt))
 }
 
-/// The rest of one stream: attention output projection and MLP, each a gated residual update.
-/// `m` holds the stream's six modulation vectors (shift, scale, gate for attention, then MLP).
-fn stream_tail(l: &mut Lifter, stream: &str, x: Value, attn: Value, m: &[Value]) -> Result<Value> {
-    let proj = l.linear(&format!("{stream}_attn.proj"), attn)?;
+/// How the lifter's node names spell a double block's stream.
+fn name(s: Stream) -> &'static str {
+    match s {
+        Stream::Img => "img",
+        Stream::Txt => "txt",
+        Stream::Joint => "joint",
+    }
+}
+
+/// The rest of one stream of block `i`: attention output projection and MLP, each a gated
+/// residual update. `m` holds the stream's six modulation vectors (shift, scale, gate for
+/// attention, then MLP).
+fn stream_tail(
+    l: &mut Lifter,
+    (i, s): (usize, Stream),
+    x: Value,
+    attn: Value,
+    m: &[Value],
+) -> Result<Value> {
+    let stream = format!("{}.{i}.{}", NAMES.double.bfl, name(s));
+    let proj = l.linear(&NAMES.module(Role::Proj(s), i)?, attn)?;
     let x = l.op(
         Op::GatedResidual,
         format!("{stream}_attn.residual"),
         &[x, m[2], proj],
     )?;
     let a = l.modulated_norm(&format!("{stream}_mlp.pre"), x, m[3], m[4])?;
-    let hidden = l.linear(&format!("{stream}_mlp.0"), a)?;
+    let hidden = l.linear(&NAMES.module(Role::MlpIn(s), i)?, a)?;
     let hidden = l.op(Op::GeluTanh, format!("{stream}_mlp.1"), &[hidden])?;
-    let out = l.linear(&format!("{stream}_mlp.2"), hidden)?;
+    let out = l.linear(&NAMES.module(Role::MlpOut(s), i)?, hidden)?;
     l.op(
         Op::GatedResidual,
         format!("{stream}_mlp.residual"),

@@ -4,6 +4,8 @@
 use super::{Lifter, Pe};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::generation::flux1::NAMES;
+use crate::generation::table::{Layer, Role};
 use crate::inputs::model_inputs;
 use crate::ir::{Op, TensorType, Value};
 
@@ -61,23 +63,23 @@ pub(crate) fn lift_inputs(l: &mut Lifter) -> Result<Inputs> {
 /// Returns (img, txt, silu(vec), pe) in the compute type.
 pub(crate) fn lift_embedders(l: &mut Lifter, inputs: &Inputs) -> Result<(Value, Value, Value, Pe)> {
     let img = cast(l, inputs.hidden_states, "hidden_states.cast")?;
-    let img = l.linear("img_in", img)?;
+    let img = l.linear(&NAMES.top(Role::ImgIn)?, img)?;
     let txt = cast(
         l,
         inputs.encoder_hidden_states,
         "encoder_hidden_states.cast",
     )?;
-    let txt = l.linear("txt_in", txt)?;
+    let txt = l.linear(&NAMES.top(Role::TxtIn)?, txt)?;
 
     let t_emb = sinusoidal(l, inputs.timestep, "timestep")?;
-    let mut vec = mlp_embedder(l, "time_in", t_emb)?;
+    let mut vec = mlp_embedder(l, Role::TimeIn, t_emb)?;
     if let Some(guidance) = inputs.guidance {
         let g_emb = sinusoidal(l, guidance, "guidance")?;
-        let g = mlp_embedder(l, "guidance_in", g_emb)?;
+        let g = mlp_embedder(l, Role::GuidanceIn, g_emb)?;
         vec = l.op(Op::Add, "vec.time_guidance", &[vec, g])?;
     }
     let pooled = cast(l, inputs.pooled_projections, "pooled_projections.cast")?;
-    let y = mlp_embedder(l, "vector_in", pooled)?;
+    let y = mlp_embedder(l, Role::VectorIn, pooled)?;
     let vec = l.op(Op::Add, "vec", &[vec, y])?;
     // Every modulation reads silu(vec); computing it once serves them all.
     let silu_vec = l.op(Op::Silu, "vec.silu", &[vec])?;
@@ -100,11 +102,16 @@ pub(crate) fn lift_embedders(l: &mut Lifter, inputs: &Inputs) -> Result<(Value, 
     Ok((img, txt, silu_vec, pe))
 }
 
-/// `Linear, silu, Linear` (BFL's MLPEmbedder).
-fn mlp_embedder(l: &mut Lifter, module: &str, x: Value) -> Result<Value> {
-    let hidden = l.linear(&format!("{module}.in_layer"), x)?;
-    let hidden = l.op(Op::Silu, format!("{module}.silu"), &[hidden])?;
-    l.linear(&format!("{module}.out_layer"), hidden)
+/// `Linear, silu, Linear` (BFL's MLPEmbedder); the silu node is named after the embedder
+/// (`time_in.silu`).
+fn mlp_embedder(l: &mut Lifter, role: fn(Layer) -> Role, x: Value) -> Result<Value> {
+    let (in_layer, out_layer) = (NAMES.top(role(Layer::In))?, NAMES.top(role(Layer::Out))?);
+    let embedder = in_layer
+        .rsplit_once('.')
+        .map_or(in_layer.as_str(), |(m, _)| m);
+    let hidden = l.linear(&in_layer, x)?;
+    let hidden = l.op(Op::Silu, format!("{embedder}.silu"), &[hidden])?;
+    l.linear(&out_layer, hidden)
 }
 
 /// The sinusoidal embedding of a per-sample scalar, computed in f32 and then cast.

@@ -181,8 +181,14 @@ impl Lifter<'_> {
         )
     }
 
-    /// Per-head q, k, v from a fused `[q | k | v]` projection, with q and k RMS-normed.
-    pub fn heads_qkv(&mut self, qkv: Value, prefix: &str, norm: &str) -> Result<[Value; 3]> {
+    /// Per-head q, k, v from a fused `[q | k | v]` projection, with q and k RMS-normed by the
+    /// `norms` modules (query, key), whose names the RMSNorm nodes take.
+    pub fn heads_qkv(
+        &mut self,
+        qkv: Value,
+        prefix: &str,
+        norms: &[String; 2],
+    ) -> Result<[Value; 3]> {
         let h = self.ckpt.config.hidden;
         let heads = self.ckpt.config.heads;
         let parts = self.op_n(
@@ -194,11 +200,11 @@ impl Lifter<'_> {
         for (i, (part, which)) in parts.into_iter().zip(["q", "k", "v"]).enumerate() {
             out[i] = self.op(Op::ToHeads { heads }, format!("{prefix}.{which}"), &[part])?;
         }
-        for (i, which) in [(0, "query_norm"), (1, "key_norm")] {
-            let scale = self.weight(&format!("{norm}.{which}.scale"))?;
+        for (i, norm) in norms.iter().enumerate() {
+            let scale = self.weight(&format!("{norm}.scale"))?;
             out[i] = self.op(
                 Op::RmsNorm { eps: NORM_EPS },
-                format!("{norm}.{which}"),
+                norm.as_str(),
                 &[out[i], scale],
             )?;
         }

@@ -16,29 +16,14 @@ use crate::checkpoint::FluxCheckpoint;
 use crate::checkpoint::lora::Adapter;
 use crate::error::{Error, Result};
 use crate::fit::calibrate::{CalibrationOptions, staged_runner};
+use crate::generation::flux1::NAMES;
+use crate::generation::table::Scope;
 use crate::inputs::InputSet;
 use crate::ir::{BlockId, Graph, Op, WeightData};
 use crate::runtime::candle::{self, CandleDevice, LoraShape, Lowered, Trainables};
 use data::Walk;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// The linears of a neighbour block that get adapters, by module (the weight's name without
-/// its block prefix and `.weight`): attention qkv and output projections and the MLPs of both
-/// streams of a double block, and a single block's two linears. The modulation linears read
-/// only `silu(vec)` and are left as they are, as the method prescribes.
-const ADAPTED_MODULES: [&str; 10] = [
-    "img_attn.qkv",
-    "img_attn.proj",
-    "img_mlp.0",
-    "img_mlp.2",
-    "txt_attn.qkv",
-    "txt_attn.proj",
-    "txt_mlp.0",
-    "txt_mlp.2",
-    "linear1",
-    "linear2",
-];
 
 /// Where a sandwich's input activations come from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -222,7 +207,10 @@ fn check(
     Ok(())
 }
 
-/// The weights of the sandwich's neighbours that get adapters, with their shapes.
+/// The weights of the sandwich's neighbours that get adapters, with their shapes: the linears
+/// the naming table marks adapted (attention qkv and output projections and the MLPs of both
+/// streams of a double block, and a single block's two linears). The modulation linears read
+/// only `silu(vec)` and are left as they are, as the method prescribes.
 fn adapted_weights(graph: &Graph, sandwich: &Sandwich) -> Vec<(String, [usize; 2])> {
     let neighbours: BTreeSet<BlockId> = sandwich.neighbours().collect();
     let mut found = Vec::new();
@@ -235,8 +223,12 @@ fn adapted_weights(graph: &Graph, sandwich: &Sandwich) -> Vec<(String, [usize; 2
             .name
             .strip_prefix(&format!("{block}."))
             .and_then(|m| m.strip_suffix(".weight"));
+        let scope = match block {
+            BlockId::Double(_) => Scope::Double,
+            BlockId::Single(_) => Scope::Single,
+        };
         if let (Some(module), &[rows, cols]) = (module, w.shape.as_slice())
-            && ADAPTED_MODULES.contains(&module)
+            && NAMES.adapted(scope, module)
         {
             found.push((w.name.clone(), [rows, cols]));
         }

@@ -9,6 +9,8 @@
 
 use crate::checkpoint::FluxConfig;
 use crate::checkpoint::naming::{Layout, diffusers_module};
+use crate::generation::flux1::NAMES;
+use crate::generation::table::{Scope, Sizes};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
@@ -67,7 +69,8 @@ pub struct ModuleNames {
     diffusers: HashMap<String, Target>,
     /// diffusers module names with '.' written as '_' → the diffusers module.
     diffusers_underscored: HashMap<String, Option<String>>,
-    hidden: usize,
+    /// The sizes the table's row counts are read at.
+    config: FluxConfig,
 }
 
 impl ModuleNames {
@@ -90,7 +93,7 @@ impl ModuleNames {
             .collect();
         let mut diffusers = HashMap::new();
         for (module, &shape) in &shapes {
-            for (name, target) in diffusers_targets(module, shape, config.hidden) {
+            for (name, target) in diffusers_targets(module, shape, config) {
                 diffusers.insert(name, target);
             }
         }
@@ -99,7 +102,7 @@ impl ModuleNames {
             diffusers_underscored: underscore_table(diffusers.keys()),
             shapes,
             diffusers,
-            hidden: config.hidden,
+            config: config.clone(),
         }
     }
 
@@ -137,32 +140,29 @@ impl ModuleNames {
         })
     }
 
-    /// XLabs' processors: `lora1` is the image stream, `lora2` the text stream of a double block;
-    /// a single block's `qkv_lora` adds to the attention part (the first 3h rows) of `linear1`.
+    /// XLabs' processors (`double_blocks.0.processor.qkv_lora1`): the table names the module
+    /// each adds to, and the rows where it covers only part of one (a single block's
+    /// `qkv_lora` adds to the attention rows of `linear1`).
     fn xlabs(&self, block: &str, lora: &str) -> Option<Target> {
         let kind = block.split('.').next()?;
-        let (module, qkv_rows) = match (kind, lora) {
-            ("double_blocks", "qkv_lora1") => ("img_attn.qkv", false),
-            ("double_blocks", "proj_lora1") => ("img_attn.proj", false),
-            ("double_blocks", "qkv_lora2") => ("txt_attn.qkv", false),
-            ("double_blocks", "proj_lora2") => ("txt_attn.proj", false),
-            ("single_blocks", "qkv_lora") => ("linear1", true),
-            ("single_blocks", "proj_lora") => ("linear2", false),
-            _ => return None,
-        };
-        let mut target = self.whole(&format!("{block}.{module}"))?;
-        if qkv_rows {
-            target.rows = 0..3 * self.hidden;
+        let scope = [Scope::Double, Scope::Single]
+            .into_iter()
+            .find(|&s| NAMES.block_kind(s) == Some(kind))?;
+        let (param, xlabs) = NAMES.xlabs(scope, lora)?;
+        let mut target = self.whole(&format!("{block}.{}", param.bfl))?;
+        if let Some(rows) = xlabs.rows {
+            target.rows = 0..rows.of(&self.config);
         }
         Some(target)
     }
 }
 
-/// The diffusers modules that store parts of canonical `module`, each with the rows it covers.
+/// The diffusers modules that store parts of canonical `module`, each with the rows it covers:
+/// the table's for the model's modules, all rows for the fitted nodes BRLL adds.
 pub(super) fn diffusers_targets(
     module: &str,
     shape: [usize; 2],
-    hidden: usize,
+    sizes: &dyn Sizes,
 ) -> Vec<(String, Target)> {
     let target = |rows: Range<usize>, swap_halves| Target {
         weight: format!("{module}.weight"),
@@ -170,26 +170,16 @@ pub(super) fn diffusers_targets(
         rows,
         swap_halves,
     };
+    if let Some(found) = NAMES.find(module) {
+        let (parts, swapped) = NAMES.diffusers_rows(found, sizes);
+        return parts
+            .into_iter()
+            .map(|(name, rows)| (name, target(rows, swapped)))
+            .collect();
+    }
     match diffusers_module(module) {
-        None => Vec::new(),
         Some(Layout::Direct(name)) => vec![(name, target(0..shape[0], false))],
-        Some(Layout::SwappedHalves(name)) => vec![(name, target(0..shape[0], true))],
-        // The parts are q, k, v (h rows each) and, in a single block's linear1, the MLP input
-        // projection last, which takes the remaining rows.
-        Some(Layout::Concat(names)) => {
-            let last = names.len() - 1;
-            let mut start = 0;
-            names
-                .into_iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let end = if i == last { shape[0] } else { start + hidden };
-                    let part = (name, target(start..end, false));
-                    start = end;
-                    part
-                })
-                .collect()
-        }
+        _ => Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! the up matrix it covers and the whole down matrix, which is the same update exactly.
 
 use super::names::diffusers_targets;
+use crate::checkpoint::FluxConfig;
 use crate::checkpoint::naming::Scheme;
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, write_f32_tensors};
@@ -29,12 +30,12 @@ pub struct Adapter {
 /// Writes `adapters` to `path` (atomically) in the naming of `scheme`: the original names
 /// behind the checkpoint's prefix (`double_blocks.0.img_attn.qkv.lora_A.weight`, `.lora_B.weight`,
 /// `.alpha`), or diffusers/peft names (`transformer.transformer_blocks.0.attn.to_q.lora_A.weight`)
-/// for a diffusers checkpoint. `hidden` is the model width (the rows of one q/k/v projection).
+/// for a diffusers checkpoint, split as the naming table splits the model's `config`.
 /// Returns the file's size.
 pub fn write_lora(
     path: &Path,
     scheme: &Scheme,
-    hidden: usize,
+    config: &FluxConfig,
     adapters: &[Adapter],
     metadata: &BTreeMap<String, String>,
 ) -> Result<u64> {
@@ -54,7 +55,7 @@ pub fn write_lora(
         let module = a.weight.strip_suffix(".weight").ok_or_else(|| {
             Error::Internal(format!("adapter target `{}` is not a weight", a.weight))
         })?;
-        for (name, rows, swap_halves) in stored_modules(scheme, module, a.shape, hidden)? {
+        for (name, rows, swap_halves) in stored_modules(scheme, module, a.shape, config)? {
             let mut up = a.up[rows.start * a.rank..rows.end * a.rank].to_vec();
             if swap_halves {
                 // diffusers stores (scale, shift); the canonical weight holds (shift, scale).
@@ -80,12 +81,12 @@ fn stored_modules(
     scheme: &Scheme,
     module: &str,
     shape: [usize; 2],
-    hidden: usize,
+    config: &FluxConfig,
 ) -> Result<Vec<(String, std::ops::Range<usize>, bool)>> {
     match scheme {
         Scheme::Bfl { prefix } => Ok(vec![(format!("{prefix}{module}"), 0..shape[0], false)]),
         Scheme::Diffusers { .. } => {
-            let parts = diffusers_targets(module, shape, hidden);
+            let parts = diffusers_targets(module, shape, config);
             if parts.is_empty() {
                 return Err(Error::Internal(format!(
                     "`{module}` has no diffusers name to write its adapter under"
@@ -103,7 +104,6 @@ fn stored_modules(
 mod tests {
     use super::super::{LoraFile, LoraSpec, ModuleNames};
     use super::*;
-    use crate::checkpoint::FluxConfig;
     use crate::rng::Rng;
 
     fn adapter(config: &FluxConfig, weight: &str, rank: usize, seed: u64) -> Adapter {
@@ -156,7 +156,7 @@ mod tests {
         ];
         for (k, scheme) in schemes.iter().enumerate() {
             let path = dir.path().join(format!("st-{k}.safetensors"));
-            write_lora(&path, scheme, config.hidden, &adapters, &BTreeMap::new()).unwrap();
+            write_lora(&path, scheme, &config, &adapters, &BTreeMap::new()).unwrap();
             let spec = LoraSpec {
                 path: path.clone(),
                 scale: 1.0,
