@@ -6,6 +6,8 @@
 //! (FLUX → IR) → `passes` (rewrites) → `onnx` (lowering and export), driven step by step by
 //! `compile` and rendered by `report`; `emit` writes the rewritten IR back out as a checkpoint,
 //! `io` holds the file readers and writers, `runtime` runs the result, `sample` samples it.
+//! `generation` holds what is particular to each FLUX generation, beginning with its naming
+//! table, the one source of its parameter names.
 
 pub mod checkpoint;
 pub mod cli;
