@@ -151,6 +151,16 @@ pub enum Diffusers {
     SwappedHalves(&'static str),
 }
 
+impl Diffusers {
+    /// The diffusers modules (relative to the block) that store the original one.
+    pub fn modules(self) -> Vec<&'static str> {
+        match self {
+            Self::Renamed(m) | Self::SwappedHalves(m) => vec![m],
+            Self::Stacked(parts) => parts.iter().map(|(m, _)| *m).collect(),
+        }
+    }
+}
+
 /// XLabs' attention-processor LoRAs: the processor's name inside the block, and the rows of the
 /// module it adds to (`None`: all of them).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -252,29 +262,45 @@ impl NamingTable {
         }
     }
 
-    /// Every parameter of a model of `sizes`, name and shape, sorted by name.
-    pub fn parameters(&self, sizes: &dyn Sizes) -> Vec<(String, Vec<usize>)> {
+    /// Every module of a model of `sizes`: each entry once per block of its scope, in table
+    /// order.
+    fn instances(&self, sizes: &dyn Sizes) -> Vec<Found> {
+        let params: &'static [Param] = self.params;
         let mut out = Vec::new();
-        for param in self.params {
+        for param in params {
             if param.requires.is_some_and(|f| !sizes.has(f)) {
                 continue;
             }
-            let blocks: Vec<Option<usize>> = match param.scope {
-                Scope::Top => vec![None],
-                scope => (0..sizes.blocks(scope)).map(Some).collect(),
-            };
-            for block in blocks {
-                let module = self.module_at(param, block);
-                match param.kind {
-                    Kind::Linear { out: o, inp, bias } => {
-                        let rows = o.of(sizes);
-                        out.push((format!("{module}.weight"), vec![rows, inp.of(sizes)]));
-                        if bias {
-                            out.push((format!("{module}.bias"), vec![rows]));
-                        }
-                    }
-                    Kind::Scale(d) => out.push((format!("{module}.scale"), vec![d.of(sizes)])),
-                }
+            match param.scope {
+                Scope::Top => out.push(Found { param, block: None }),
+                scope => out.extend((0..sizes.blocks(scope)).map(|i| Found {
+                    param,
+                    block: Some(i),
+                })),
+            }
+        }
+        out
+    }
+
+    /// Every parameter of a model of `sizes`, name and shape, sorted by name.
+    pub fn parameters(&self, sizes: &dyn Sizes) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for found in self.instances(sizes) {
+            let module = self.module_at(found.param, found.block);
+            push_tensors(&mut out, found.param.kind, &module, "scale", None, sizes);
+        }
+        out.sort();
+        out
+    }
+
+    /// Every parameter of a model of `sizes` as diffusers stores it (fused weights split, norm
+    /// scales named `weight`), name and shape, sorted by name.
+    pub fn diffusers_parameters(&self, sizes: &dyn Sizes) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for found in self.instances(sizes) {
+            for (module, rows) in self.diffusers_rows(found, sizes).0 {
+                let (kind, rows) = (found.param.kind, Some(rows.len()));
+                push_tensors(&mut out, kind, &module, "weight", rows, sizes);
             }
         }
         out.sort();
@@ -359,6 +385,31 @@ impl NamingTable {
             let x = p.xlabs.filter(|x| x.processor == processor)?;
             (p.scope == scope).then_some((p, x))
         })
+    }
+}
+
+/// The tensors of one module of `kind`: a norm's scale is called `scale`; `rows` overrides the
+/// rows of the module's main tensor (a diffusers part of a fused weight holds some of them).
+fn push_tensors(
+    out: &mut Vec<(String, Vec<usize>)>,
+    kind: Kind,
+    module: &str,
+    scale: &str,
+    rows: Option<usize>,
+    sizes: &dyn Sizes,
+) {
+    match kind {
+        Kind::Linear { out: o, inp, bias } => {
+            let rows = rows.unwrap_or_else(|| o.of(sizes));
+            out.push((format!("{module}.weight"), vec![rows, inp.of(sizes)]));
+            if bias {
+                out.push((format!("{module}.bias"), vec![rows]));
+            }
+        }
+        Kind::Scale(d) => {
+            let rows = rows.unwrap_or_else(|| d.of(sizes));
+            out.push((format!("{module}.{scale}"), vec![rows]));
+        }
     }
 }
 

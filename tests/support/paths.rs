@@ -1,5 +1,6 @@
-//! Where the shared references live: `../shared` beside the repository, or `$FASTFLUX_SHARED`;
-//! and the command line that compiles the trained toy.
+//! Where the shared references live: `../shared` beside the repository, or `$FASTFLUX_SHARED`,
+//! the FLUX.1 and FLUX.2 golden models and toys among them; and the command line that compiles
+//! the trained toy.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,16 @@ pub fn shared() -> PathBuf {
 /// A file (or folder) of the golden tiny FLUX-dev model.
 pub fn golden(file: &str) -> PathBuf {
     shared().join("golden/tiny-dev").join(file)
+}
+
+/// A file (or folder) of the golden tiny FLUX.2 model (`golden/flux2-tiny`).
+pub fn golden_flux2(file: &str) -> PathBuf {
+    shared().join("golden/flux2-tiny").join(file)
+}
+
+/// A file of the trained FLUX.2 toy (`toy/digits-flux2`).
+pub fn toy_flux2(file: &str) -> PathBuf {
+    shared().join("toy/digits-flux2").join(file)
 }
 
 /// A file of the trained toy (`toy/digits`).

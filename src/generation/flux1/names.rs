@@ -4,9 +4,10 @@
 //! modulation's halves swapped), its shape, and what LoRA trainers and sandwich training make
 //! of it. Everything that names a FLUX.1 parameter reads it from here.
 
+use crate::generation::entry::{SCALE, adapted, guidance, param, xlabs};
 use crate::generation::table::{
-    BlockNames, Diffusers, Dim, Feature, Kind, Layer, NamingTable, Param, Role, Scope, Stream,
-    Width, XLabs, h, hm, w,
+    BlockNames, Diffusers, Dim, Kind, Layer, NamingTable, Role, Scope, Stream, Width, XLabs, h, hm,
+    w,
 };
 
 use Diffusers::{Renamed, Stacked, SwappedHalves};
@@ -20,60 +21,6 @@ const fn linear(out: Dim, inp: Dim) -> Kind {
         inp,
         bias: true,
     }
-}
-
-/// A q/k RMSNorm scale, one per head width.
-const SCALE: Kind = Kind::Scale(w(Width::HeadDim));
-
-/// An entry no LoRA convention or sandwich training treats specially.
-const fn param(
-    role: Role,
-    scope: Scope,
-    bfl: &'static str,
-    kind: Kind,
-    diffusers: Diffusers,
-) -> Param {
-    Param {
-        role,
-        scope,
-        bfl,
-        kind,
-        diffusers,
-        requires: None,
-        adapted: false,
-        xlabs: None,
-    }
-}
-
-/// A linear of a block that sandwich training adapts, with its XLabs processor if it has one.
-const fn adapted(
-    role: Role,
-    scope: Scope,
-    bfl: &'static str,
-    kind: Kind,
-    diffusers: Diffusers,
-    xlabs: Option<XLabs>,
-) -> Param {
-    Param {
-        adapted: true,
-        xlabs,
-        ..param(role, scope, bfl, kind, diffusers)
-    }
-}
-
-const fn guidance(role: Role, bfl: &'static str, kind: Kind, diffusers: Diffusers) -> Param {
-    Param {
-        requires: Some(Feature::Guidance),
-        ..param(role, Scope::Top, bfl, kind, diffusers)
-    }
-}
-
-/// An XLabs processor covering the whole module.
-const fn xlabs(processor: &'static str) -> Option<XLabs> {
-    Some(XLabs {
-        processor,
-        rows: None,
-    })
 }
 
 pub static NAMES: NamingTable = NamingTable {
@@ -325,7 +272,7 @@ pub static NAMES: NamingTable = NamingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generation::table::Sizes;
+    use crate::generation::table::{Feature, Sizes};
 
     /// FLUX.1 [dev]'s real sizes.
     struct Dev;
