@@ -13,6 +13,7 @@ mod bad_input {
     mod diffusers;
     mod file_format;
     mod flags;
+    mod generation;
     mod outputs;
     mod pickle;
     mod scratch;

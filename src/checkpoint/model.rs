@@ -4,7 +4,7 @@
 
 use super::brll_meta;
 use super::config::{FluxConfig, ShapeLookup};
-use super::naming::{Layout, Scheme};
+use super::naming::{self, Layout, Scheme};
 use super::source::Checkpoint;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -27,6 +27,7 @@ impl FluxCheckpoint {
     /// Opens and resolves a checkpoint. `axes` overrides the RoPE axes (`--axes-dim`).
     pub fn open(path: &Path, axes: Option<Vec<usize>>) -> Result<Self> {
         let checkpoint = Checkpoint::open(path)?;
+        naming::require_flux1(&checkpoint)?;
         let scheme = Scheme::detect(&checkpoint)?;
         let blocks = count_blocks(&checkpoint, &scheme);
         let replaced = brll_meta::replaced_blocks(&checkpoint, blocks)?;

@@ -1,11 +1,13 @@
 //! Naming schemes of FLUX checkpoints and how each one stores a tensor of the canonical (BFL)
 //! naming: under the same name (BFL, ComfyUI's prefixed BFL), or, in diffusers, split into
 //! per-projection tensors or with the final modulation's halves swapped. Which names those are
-//! is the generation's naming table (`generation::flux1::NAMES`); this file applies it to files.
+//! is the generation's naming table (`generation::flux1::NAMES`); this file applies it to files,
+//! after refusing a checkpoint of a generation fastflux does not compile yet (`require_flux1`).
 
 use super::brll_meta::{node_name, streams};
 use super::source::Checkpoint;
 use crate::error::{Error, Result};
+use crate::generation::detect::detect;
 use crate::generation::flux1::NAMES;
 use crate::generation::table::{Diffusers, Role, Scope};
 use crate::ir::BlockId;
@@ -115,6 +117,25 @@ impl Scheme {
             }
         }
     }
+}
+
+/// fastflux compiles FLUX.1 only for now: a checkpoint of another generation is refused by name
+/// here, before FLUX.1's resolver would report its tensors as missing.
+pub fn require_flux1(ckpt: &Checkpoint) -> Result<()> {
+    let detected = detect(&ckpt.origin, ckpt.keys())?;
+    if detected.table.generation == NAMES.generation {
+        return Ok(());
+    }
+    let generation = detected.table.generation;
+    let found = detected.evidence.unwrap_or_default();
+    Err(Error::file(
+        &ckpt.origin,
+        format!(
+            "a {generation} transformer (found `{found}`); fastflux compiles {} only for now: \
+             {generation} support is issue 19",
+            NAMES.generation
+        ),
+    ))
 }
 
 /// Splits a parameter name into its module and parameter (`weight`, `bias`, `scale`).

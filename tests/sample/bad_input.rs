@@ -219,3 +219,17 @@ fn trajectory_calibration_refuses_bad_conditioning_and_sizes() {
     );
     assert_eq!(listing(dir.path()), before);
 }
+
+/// A FLUX.2 checkpoint is refused by the sampler as by the compiler: by name, writing nothing.
+#[test]
+fn a_flux2_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = toy_flux2("flux2-bfl.safetensors");
+    let args = sample_args(&model, &toy("prompts.safetensors"), dir.path(), &[]);
+    let needles = [
+        "flux2-bfl.safetensors: a FLUX.2 transformer",
+        "(found `double_stream_modulation_img.lin.weight`)",
+        "FLUX.2 support is issue 19",
+    ];
+    refused(&args, dir.path(), &needles);
+}
