@@ -46,7 +46,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "500:16:1e-3:4:pruned,1000:16:1e-3:16:pruned,1000:16:1e-3:16:original"
+        default_value = "500:16:0.064:4:pruned,1000:16:0.064:16:pruned,1000:16:0.064:16:original"
     )]
     st: Vec<String>,
     /// Noise levels per held-out digit.

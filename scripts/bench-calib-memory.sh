@@ -2,7 +2,7 @@
 # Peak RSS of calibration by depth and calibration-set size (BENCHMARKS.md, "Memory set by a
 # budget"): random hidden-512 models (4 heads of 128) of 4 and 12 blocks, 32 and 64 synthetic
 # samples of 256 + 32 tokens, for `--plan --prune 0.2 --select output` (ranking with the output
-# effect) and a real compile with `--prune 0.2 --st-steps 4`. Prints one row per run.
+# effect) and a real compile with `--prune 0.2 --st-steps 5`. Prints one row per run.
 #
 #   scripts/bench-calib-memory.sh [BINARY] [EXTRA FLAGS...]
 #
@@ -37,7 +37,7 @@ for blocks in 4 12; do
         peak "plan  ${blocks} blocks ${samples} samples" "$dir/b$blocks.safetensors" --plan \
             --prune 0.2 --select output --calib-samples "$samples" "${calib[@]}" "$@"
         peak "st    ${blocks} blocks ${samples} samples" "$dir/b$blocks.safetensors" \
-            -o "$dir/out.onnx" --prune 0.2 --st-steps 4 --calib-samples "$samples" \
+            -o "$dir/out.onnx" --prune 0.2 --st-steps 5 --calib-samples "$samples" \
             "${calib[@]}" "$@"
     done
 done

@@ -161,7 +161,9 @@ struct Cli {
     /// Sandwich training: rank of the LoRA adapters on the neighbours' linears (alpha = rank).
     #[arg(long, value_name = "R", default_value_t = StOptions::default().rank)]
     st_rank: usize,
-    /// Sandwich training: AdamW's learning rate.
+    /// Sandwich training: the learning rate at fan-in 1; each trainable's Adam rate is LR over
+    /// its fan-in (μP's rule, so that LR means the same at every width), rectified as RAdam's
+    /// for the first few hundred steps.
     #[arg(long, value_name = "LR", default_value_t = StOptions::default().lr)]
     st_lr: f64,
     /// Sandwich training: calibration samples per step.
@@ -176,6 +178,10 @@ struct Cli {
     /// checkpoint with --lora FILE gives the same ONNX model.
     #[arg(long, value_name = "FILE")]
     st_save: Option<PathBuf>,
+    /// Sandwich training: write each optimizer step's mini-batch loss to FILE (tab-separated:
+    /// sandwich, step, warm-up factor, loss), as training goes.
+    #[arg(long, value_name = "FILE")]
+    st_log: Option<PathBuf>,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -272,6 +278,7 @@ fn st_options(cli: &Cli) -> StOptions {
         },
         seed: cli.seed,
         show_progress: !cli.quiet,
+        log: cli.st_log.clone(),
     }
 }
 

@@ -1,17 +1,16 @@
-//! An adapter whose alpha differs from its rank, trained (AdamW at sandwich training's default
-//! rate) on a sandwich of tiny-dev, saved as a LoRA file and folded into the weights by the LoRA pass,
+//! An adapter whose alpha differs from its rank, trained by sandwich training's optimizer on a
+//! sandwich of tiny-dev, saved as a LoRA file and folded into the weights by the LoRA pass,
 //! computes what the candle forward with that adapter computes: alpha reaches the file and the
 //! fold as the forward applies it.
 
 mod support;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use fastflux::checkpoint::lora::{LoraSpec, write_lora};
 use fastflux::passes;
 use fastflux::rng::Rng;
 use fastflux::runtime::candle::{Lowered, Trainables};
-use fastflux::train::{self, StOptions};
+use fastflux::train::{self, SandwichAdam, StOptions};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use support::*;
@@ -58,16 +57,8 @@ fn an_adapter_with_alpha_apart_from_its_rank_folds_to_its_forward() {
         .iter()
         .map(|t| t.affine(1.1, 0.05).unwrap().detach())
         .collect();
-    let vars = lowered.params().iter().map(|p| p.var.clone()).collect();
-    let lr = StOptions::default().lr;
-    let mut adam = AdamW::new(
-        vars,
-        ParamsAdamW {
-            lr,
-            ..ParamsAdamW::default()
-        },
-    )
-    .unwrap();
+    let options = StOptions::default();
+    let mut adam = SandwichAdam::new(lowered.params(), &tiny.trainables, &options).unwrap();
     for _ in 0..5 {
         let outputs = lowered.forward(&tiny.inputs).unwrap();
         let terms: Vec<Tensor> = outputs

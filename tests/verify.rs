@@ -195,7 +195,7 @@ fn the_summary_says_where_each_stage_ran_what_verify_judged_on_and_the_set_s_tok
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("p.onnx");
     let mut flags = vec!["-o", out.to_str().unwrap(), "--prune", "0.2", "--verify"];
-    flags.extend(["--st-steps", "2", "--execution-provider", "auto"]);
+    flags.extend(["--st-steps", "5", "--execution-provider", "auto"]);
     let trajectories = trajectory_flags(2);
     flags.extend(trajectories.iter().map(String::as_str));
     let summary = compile_ok(&toy_args(&flags));

@@ -8,8 +8,10 @@
 
 mod data;
 mod optimize;
+mod rates;
 pub mod sandwich;
 
+pub use rates::SandwichAdam;
 pub use sandwich::{Sandwich, sandwiches};
 
 use crate::checkpoint::FluxCheckpoint;
@@ -23,6 +25,7 @@ use crate::ir::{BlockId, Graph, Op, WeightData};
 use crate::runtime::candle::{self, CandleDevice, LoraShape, Lowered, Trainables};
 use data::Walk;
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where a sandwich's input activations come from.
@@ -44,7 +47,10 @@ pub struct StOptions {
     /// is measured: on the trained toy, 500 steps at batch 4 bring BRLL's held-out error from
     /// 0.164 to 0.138 at rank 8 and to 0.130 at rank 16 (BENCHMARKS.md).
     pub rank: usize,
-    /// `--st-lr`: AdamW's learning rate.
+    /// `--st-lr`: the learning rate at fan-in 1. Each trainable's Adam rate is this over its
+    /// fan-in (and over an adapter's alpha/rank), times RAdam's rectification (`rates`). The
+    /// default, 0.064, is the toy's old rate for its 64-wide `W`: it lowers the exit loss at
+    /// widths 64, 512 and 3072 (BENCHMARKS.md, "Sandwich training at any width").
     pub lr: f64,
     /// `--st-batch`: calibration samples per step.
     pub batch: usize,
@@ -53,6 +59,9 @@ pub struct StOptions {
     /// Seeds the adapters' initialisation and the mini-batch order.
     pub seed: u64,
     pub show_progress: bool,
+    /// `--st-log`: a file that gets one line per optimizer step (sandwich, step, RAdam's
+    /// rectification factor, the step's mini-batch loss), written as training goes.
+    pub log: Option<PathBuf>,
 }
 
 impl StOptions {
@@ -77,11 +86,12 @@ impl Default for StOptions {
         Self {
             steps: 0,
             rank: 16,
-            lr: 1e-3,
+            lr: 0.064,
             batch: 4,
             entry: Entry::default(),
             seed: 0,
             show_progress: false,
+            log: None,
         }
     }
 }
@@ -104,6 +114,8 @@ pub struct SandwichReport {
     /// its starting point (its BRLL fit, adapters that change nothing) and `loss_after` is
     /// `loss_before`.
     pub reverted_from: Option<f64>,
+    /// Each step's mini-batch loss, in step order (before that step's update).
+    pub curve: Vec<f64>,
 }
 
 /// What sandwich training produced.
@@ -134,6 +146,10 @@ pub fn run(
     check(pruned, &replaced, inputs, options)?;
     let plan = sandwiches(&order, &replaced);
     let device = candle::device(calibration.provider)?;
+    if let Some(path) = &options.log {
+        std::fs::write(path, "sandwich\tstep\trectification\tbatch_loss\n")
+            .map_err(|e| Error::io(path, e))?;
+    }
     let mut walk = Walk::new(
         (
             original,
@@ -184,6 +200,15 @@ fn check(
         return Err(Error::Usage(format!(
             "--st-batch {}: the calibration set has {} samples, too few for one batch",
             options.batch, inputs.samples
+        )));
+    }
+    let first = rates::first_step();
+    if (1..first).contains(&options.steps) {
+        return Err(Error::Usage(format!(
+            "--st-steps {}: sandwich training's rectified Adam takes its first step at step \
+             {first} (the earlier ones only estimate the gradient's moments): pass 0 for no \
+             training, or at least {first}",
+            options.steps
         )));
     }
     if !(options.lr.is_finite() && options.lr > 0.0) {

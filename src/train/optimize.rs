@@ -1,8 +1,10 @@
-//! Training one sandwich: its piece lowered to candle with the trainable tensors, AdamW over
-//! seeded mini-batches of the calibration samples (read from their spilled rows), the loss at
-//! the exit measured over every sample before and after, and the trained values read back.
+//! Training one sandwich: its piece lowered to candle with the trainable tensors, rectified
+//! Adam (`rates`) over seeded mini-batches of the calibration samples (read from their spilled
+//! rows), the loss at the exit measured over every sample before and after, and the trained
+//! values read back.
 
 use super::data::SandwichData;
+use super::rates::SandwichAdam;
 use super::sandwich::Sandwich;
 use super::{Entry, SandwichReport, StOptions};
 use crate::checkpoint::lora::Adapter;
@@ -12,8 +14,8 @@ use crate::rng::Rng;
 use crate::runtime::candle::{Lowered, Trainables, from_host, to_host};
 use crate::runtime::spill::{Held, Rows};
 use candle_core::{DType, Device, Tensor as CandleTensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -60,26 +62,24 @@ pub fn train(
         .collect::<candle_core::Result<Vec<_>>>()
         .map_err(candle_error)?;
 
-    let mut optimizer = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: options.lr,
-            ..ParamsAdamW::default()
-        },
-    )
-    .map_err(candle_error)?;
+    let mut optimizer = SandwichAdam::new(lowered.params(), trainables, options)?;
+    let mut log = StepLog::open(options, sandwich)?;
+    let mut curve = Vec::with_capacity(options.steps);
     let bar = progress(sandwich, options);
     let mut order = Rng::new(options.seed, ORDER_STREAM + index as u64);
     let mut queue: Vec<usize> = Vec::new();
     let training = Instant::now();
-    for _ in 0..options.steps {
+    for step in 0..options.steps {
         if queue.len() < options.batch {
             queue = shuffled(batches.samples, &mut order);
         }
         let rows: Vec<usize> = queue.drain(..options.batch).collect();
         let loss = batches.loss(&lowered, device, &rows)?;
-        optimizer.backward_step(&loss).map_err(candle_error)?;
+        let factor = optimizer.rectification();
+        optimizer.backward_step(&loss)?;
         let value = loss.to_scalar::<f32>().map_err(candle_error)?;
+        curve.push(f64::from(value));
+        log.write(step, factor, value)?;
         if !value.is_finite() {
             return Err(Error::Usage(format!(
                 "sandwich training of {sandwich} diverged (loss {value}): lower --st-lr"
@@ -123,6 +123,7 @@ pub fn train(
             seconds: start.elapsed().as_secs_f64(),
             step_seconds,
             reverted_from,
+            curve,
         },
         adapters,
         fitted,
@@ -238,6 +239,43 @@ fn progress(sandwich: &Sandwich, options: &StOptions) -> ProgressBar {
         .expect("valid template"),
     );
     bar
+}
+
+/// `--st-log`: one line per step, appended to the file `run` started.
+struct StepLog {
+    file: Option<(
+        std::io::BufWriter<std::fs::File>,
+        String,
+        std::path::PathBuf,
+    )>,
+}
+
+impl StepLog {
+    fn open(options: &StOptions, sandwich: &Sandwich) -> Result<Self> {
+        let Some(path) = &options.log else {
+            return Ok(Self { file: None });
+        };
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            file: Some((
+                std::io::BufWriter::new(file),
+                sandwich.to_string(),
+                path.clone(),
+            )),
+        })
+    }
+
+    fn write(&mut self, step: usize, factor: f64, loss: f32) -> Result<()> {
+        let Some((file, name, path)) = &mut self.file else {
+            return Ok(());
+        };
+        writeln!(file, "{name}\t{}\t{factor:.4}\t{loss:.6e}", step + 1)
+            .and_then(|()| file.flush())
+            .map_err(|e| Error::io(path, e))
+    }
 }
 
 fn candle_error(e: candle_core::Error) -> Error {
