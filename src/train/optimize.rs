@@ -91,7 +91,7 @@ pub fn train(
     bar.finish_and_clear();
     let step_seconds = training.elapsed().as_secs_f64();
     let mut loss_after = batches.mean_loss(&lowered, device)?;
-    // Training that ends above where it started (too high a learning rate, or AdamW's
+    // Training that ends above where it started (too high a learning rate, or Adam's
     // normalised steps on the near-zero gradients of an exact fit) would ship a model worse
     // than plain BRLL on the very data it trained on: the sandwich keeps its starting point,
     // whose loss is the one measured before training.
