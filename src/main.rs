@@ -179,7 +179,7 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     st_save: Option<PathBuf>,
     /// Sandwich training: write each optimizer step's mini-batch loss to FILE (tab-separated:
-    /// sandwich, step, warm-up factor, loss), as training goes.
+    /// sandwich, step, RAdam's rectification factor, loss), as training goes.
     #[arg(long, value_name = "FILE")]
     st_log: Option<PathBuf>,
     /// No progress bar.
