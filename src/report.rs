@@ -232,7 +232,7 @@ impl Display for StSummary {
                 s.seconds,
                 s.steps as f64 / s.step_seconds.max(1e-9)
             )?;
-            if let Some(curve) = curve_by_fifths(&s.curve) {
+            if let Some(curve) = s.curve_by_fifths() {
                 writeln!(f, "      mini-batch loss by fifth of the steps {curve}")?;
             }
             if let Some(raised) = s.reverted_from {
@@ -260,21 +260,6 @@ impl Display for StSummary {
             None => write!(f, "  verification       not run (pass --verify)"),
         }
     }
-}
-
-/// The mean mini-batch loss over each fifth of the steps (`a, b, c, d, e`): the loss curve's
-/// shape, not only its ends. None below 5 steps.
-fn curve_by_fifths(curve: &[f64]) -> Option<String> {
-    if curve.len() < 5 {
-        return None;
-    }
-    let parts: Vec<String> = (0..5)
-        .map(|k| {
-            let part = &curve[k * curve.len() / 5..(k + 1) * curve.len() / 5];
-            format!("{:.4e}", part.iter().sum::<f64>() / part.len() as f64)
-        })
-        .collect();
-    Some(parts.join(", "))
 }
 
 impl Display for PlanOutcome {

@@ -118,6 +118,24 @@ pub struct SandwichReport {
     pub curve: Vec<f64>,
 }
 
+impl SandwichReport {
+    /// The mean mini-batch loss over each fifth of the steps (`a, b, c, d, e`): the loss
+    /// curve's shape, not only its ends. None below 5 steps.
+    pub fn curve_by_fifths(&self) -> Option<String> {
+        let curve = &self.curve;
+        if curve.len() < 5 {
+            return None;
+        }
+        let parts: Vec<String> = (0..5)
+            .map(|k| {
+                let part = &curve[k * curve.len() / 5..(k + 1) * curve.len() / 5];
+                format!("{:.4e}", part.iter().sum::<f64>() / part.len() as f64)
+            })
+            .collect();
+        Some(parts.join(", "))
+    }
+}
+
 /// What sandwich training produced.
 pub struct StOutcome {
     pub sandwiches: Vec<SandwichReport>,
